@@ -1,0 +1,144 @@
+"""What every method shares: the data contract, the EMA student, evaluation and namespaced metrics.
+
+Each method (MPL, UDA, Pseudo Labels, supervised) is a `keras.Model` subclass with its own `train_step`
+and the `SemiSupervisedModel` below underneath it, so all of them train with `fit` on the same elements:
+
+  ((x_l, y_l), x_u)                          one unlabeled view
+  ((x_l, y_l), (x_u_weak, x_u_strong))       two views of the same unlabeled images (UDA)
+  (x_l, y_l)                                 labeled only (supervised training, finetuning)
+
+and evaluate with `evaluate` on (x, y) batches, reporting `student/accuracy` (the EMA student when there is
+one, as in the official code) and `teacher/accuracy` when the method has a teacher.
+"""
+from typing import Dict, Optional, Tuple
+
+import tensorflow as tf
+
+from mpl_tf import losses
+from mpl_tf.keras import keras
+
+
+def unpack(data) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor], Optional[tf.Tensor]]:
+  """Splits a training element into (x_l, y_l, x_u_weak, x_u_strong); missing parts are None."""
+  if not isinstance(data, (tuple, list)) or len(data) != 2:
+    raise ValueError("training elements must be (x_l, y_l), ((x_l, y_l), x_u) or "
+                     f"((x_l, y_l), (x_u_weak, x_u_strong)); got {type(data).__name__} of {data!r}")
+  first, second = data
+  if not isinstance(first, (tuple, list)):
+    return first, second, None, None
+  x_l, y_l = first
+  if isinstance(second, (tuple, list)):
+    if len(second) != 2:
+      raise ValueError(f"the unlabeled part must be x_u or (x_u_weak, x_u_strong), got {len(second)} parts")
+    return x_l, y_l, second[0], second[1]
+  return x_l, y_l, second, None
+
+
+class _MetricStore:
+  """Name -> metric, created on first use so each method reports only what it computes."""
+
+  def __init__(self):
+    self.trackers: Dict[str, keras.metrics.Metric] = {}
+
+
+class SemiSupervisedModel(keras.Model):
+  """Base for all methods: holds the student (and its EMA twin), evaluates, and keeps metric trackers.
+
+  Args:
+    student: the network that is returned and exported; a functional Keras model producing logits.
+    ema_decay: decay of the student's exponential moving average (0 turns it off). With warm-up
+      min(decay, (t+1)/(t+10)) as in the official code. When on, evaluation and `call` use the EMA student.
+  """
+
+  def __init__(self, student: keras.Model, ema_decay: float = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 <= ema_decay < 1.0:
+      raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    self.student = student
+    self.ema_decay = ema_decay
+    self.ema_student = None
+    if ema_decay > 0:
+      self.ema_student = keras.models.clone_model(student)
+      self.ema_student._name = f"ema_{student.name}"  # pylint: disable=protected-access
+      self.ema_student.set_weights(student.get_weights())
+      self.ema_student.trainable = False
+    self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    # A plain holder, not a dict attribute: Keras would track a dict and put the metrics in checkpoints.
+    self._metric_store = _MetricStore()
+
+  # --- evaluation --------------------------------------------------------------------------------
+  @property
+  def eval_student(self) -> keras.Model:
+    """The student that is evaluated and exported: the EMA copy when EMA is on."""
+    return self.ema_student if self.ema_student is not None else self.student
+
+  @property
+  def teacher_for_eval(self) -> Optional[keras.Model]:
+    """The teacher to report `teacher/...` metrics for; None for methods without one."""
+    return None
+
+  def call(self, inputs, training=False):
+    return self.eval_student(inputs, training=training)
+
+  def test_step(self, data):
+    x, y = data[0], data[1]
+    logits = self.eval_student(x, training=False)
+    names = ["student/loss", "student/accuracy"]
+    self._track(names[0], tf.reduce_mean(losses.cross_entropy(y, logits)))
+    self._track_accuracy(names[1], y, logits)
+    teacher = self.teacher_for_eval
+    if teacher is not None:
+      names += ["teacher/loss", "teacher/accuracy"]
+      t_logits = teacher(x, training=False)
+      self._track(names[2], tf.reduce_mean(losses.cross_entropy(y, t_logits)))
+      self._track_accuracy(names[3], y, t_logits)
+    return self._results(names)
+
+  # --- metrics -----------------------------------------------------------------------------------
+  @property
+  def _trackers(self) -> Dict[str, keras.metrics.Metric]:
+    return self._metric_store.trackers
+
+  @property
+  def metrics(self):
+    return list(self._trackers.values())
+
+  def _track(self, name: str, value: tf.Tensor) -> None:
+    """Averages `value` under `name` (e.g. `mpl/h`) until Keras resets the metrics at the epoch's end."""
+    if name not in self._trackers:
+      with tf.init_scope():
+        self._trackers[name] = keras.metrics.Mean(name=name)
+    self._trackers[name].update_state(tf.cast(value, tf.float32))
+
+  def _track_accuracy(self, name: str, labels: tf.Tensor, logits: tf.Tensor) -> None:
+    if name not in self._trackers:
+      with tf.init_scope():
+        self._trackers[name] = keras.metrics.SparseCategoricalAccuracy(name=name)
+    self._trackers[name].update_state(labels, logits)
+
+  def _results(self, names=None) -> Dict[str, tf.Tensor]:
+    """Current values of the named trackers (all of them when `names` is None)."""
+    names = self._trackers if names is None else names
+    return {name: self._trackers[name].result() for name in names}
+
+  # --- shared training pieces --------------------------------------------------------------------
+  def _update_ema(self) -> None:
+    """ema <- d * ema + (1 - d) * student for every weight, moving statistics of batch norm included."""
+    if self.ema_student is None:
+      return
+    decay = losses.ema_decay(self.ema_decay, self.global_step)
+    for ema_var, var in zip(self.ema_student.weights, self.student.weights):
+      d = tf.cast(decay, var.dtype)
+      ema_var.assign(d * ema_var + (1.0 - d) * var)
+
+  @staticmethod
+  def _clip(grads, clip_norm: float):
+    """Clips gradients by their global norm when clip_norm > 0 (official ImageNet recipe: 5)."""
+    if clip_norm and clip_norm > 0:
+      grads, _ = tf.clip_by_global_norm(grads, clip_norm)
+    return grads
+
+  def _finish_step(self) -> Dict[str, tf.Tensor]:
+    self._update_ema()
+    self.global_step.assign_add(1)
+    return self._results()
