@@ -117,7 +117,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
         seed = tf.stack([tf.constant(self.seed, tf.int64), self.global_step])
         targets = losses.pseudo_labels(t_logits_u, self.pseudo_label_mode, seed)
       s = self._student_step(x_l, y_l, u_student, targets, student_lr, need_grads_after=soft)
-      baseline = tf.cast(self.h_baseline, s["h"].dtype)
+      baseline = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
       if soft:
         mpl = losses.soft_meta_objective(student_lr, s["grads_u"], s["grads_after"])
       else:

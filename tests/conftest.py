@@ -1,0 +1,34 @@
+"""Shared test set-up: quiet TensorFlow, float64 on request, and tiny networks for exact checks."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # pylint: disable=wrong-import-position
+import pytest  # pylint: disable=wrong-import-position
+import tensorflow as tf  # pylint: disable=wrong-import-position
+
+from mpl_tf.keras import keras  # pylint: disable=wrong-import-position
+
+
+@pytest.fixture
+def float64():
+  """Builds models in float64 for gradient checks against finite differences, then restores float32."""
+  keras.backend.set_floatx("float64")
+  yield
+  keras.backend.set_floatx("float32")
+
+
+def tiny_mlp(seed: int, in_dim: int = 2, hidden: int = 4, classes: int = 3, name: str = "net"):
+  """A 2-layer tanh MLP with weights large enough to make every gradient term visible."""
+  from mpl_tf.models.mlp import build_mlp  # pylint: disable=import-outside-toplevel
+  return build_mlp(classes, (in_dim,), hidden=(hidden,), activation="tanh", init_scale=0.8, seed=seed, name=name)
+
+
+def tiny_batch(seed: int = 0, n_l: int = 4, n_u: int = 3, in_dim: int = 2, classes: int = 3):
+  """A labeled and an unlabeled batch in the current float type."""
+  rng = np.random.default_rng(seed)
+  dtype = keras.backend.floatx()
+  x_l = tf.constant(rng.normal(size=(n_l, in_dim)), dtype)
+  y_l = tf.constant(rng.integers(0, classes, size=n_l), tf.int32)
+  x_u = tf.constant(rng.normal(size=(n_u, in_dim)), dtype)
+  return x_l, y_l, x_u

@@ -1,0 +1,95 @@
+"""Golden values for the pure math in mpl_tf.losses and mpl_tf.schedules, computed by hand."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mpl_tf import losses
+from mpl_tf import schedules
+from mpl_tf.keras import keras
+
+
+def test_cross_entropy_matches_hand_computation():
+  logits = tf.constant([[0.0, math.log(3.0)]])  # softmax = [1/4, 3/4]
+  assert losses.cross_entropy([1], logits).numpy()[0] == pytest.approx(-math.log(0.75), rel=1e-6)
+  # smoothing 0.2 over 2 classes: target [0.1, 0.9]
+  expected = -(0.1 * math.log(0.25) + 0.9 * math.log(0.75))
+  assert losses.cross_entropy([1], logits, 0.2).numpy()[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_uda_consistency_masks_by_sharpened_confidence_and_divides_by_whole_batch():
+  weak = tf.constant([[0.0, math.log(3.0)], [0.0, 0.0]])  # confident 0.75, uncertain 0.5
+  strong = tf.constant([[0.0, 0.0], [0.0, 0.0]])
+  loss, mask_ratio = losses.uda_consistency(weak, strong, temperature=1.0, threshold=0.6)
+  # only the first example is kept; CE([.25,.75], [.5,.5]) = log 2; divided by the batch of 2.
+  assert mask_ratio.numpy() == pytest.approx(0.5)
+  assert loss.numpy() == pytest.approx(math.log(2.0) / 2, rel=1e-6)
+  # Sharpening cannot lift a uniform prediction over the threshold: the second example stays masked.
+  _, ratio_sharp = losses.uda_consistency(weak, strong, temperature=0.5, threshold=0.6)
+  assert ratio_sharp.numpy() == pytest.approx(0.5)
+
+
+def test_feedback_is_old_minus_new():
+  assert losses.feedback_from_losses(tf.constant(2.0), tf.constant(1.5)).numpy() == pytest.approx(0.5)
+  h = losses.feedback_dot_product(0.1, [tf.constant([1.0, 2.0])], [tf.constant([3.0, -1.0])])
+  assert h.numpy() == pytest.approx(0.1)
+
+
+def test_official_teacher_term_has_zero_gradient_and_ours_does_not():
+  """REFERENCE.md defect 1: CE(stop_grad(softmax(z)), z) has gradient softmax(z) - softmax(z) = 0."""
+  z = tf.Variable([[0.3, -1.2, 0.5]])
+  with tf.GradientTape(persistent=True) as tape:
+    official = losses.soft_cross_entropy(tf.stop_gradient(tf.nn.softmax(z)), z)
+    ours = losses.mpl_teacher_loss(tf.constant(0.7), tf.constant([1]), z)
+  np.testing.assert_allclose(tape.gradient(official, z).numpy(), 0.0, atol=1e-7)
+  grad = tape.gradient(ours, z).numpy()
+  p = tf.nn.softmax(z).numpy()
+  np.testing.assert_allclose(grad, 0.7 * (p - np.eye(3)[[1]]), rtol=1e-5)
+
+
+def test_sampled_pseudo_labels_follow_the_teacher_distribution_and_are_seeded():
+  logits = tf.math.log(tf.constant([[0.2, 0.8]] * 20000))
+  labels = losses.pseudo_labels(logits, "sample", tf.constant([1, 2], tf.int64))
+  assert labels.dtype == tf.int32
+  assert np.mean(labels.numpy()) == pytest.approx(0.8, abs=0.01)
+  again = losses.pseudo_labels(logits, "sample", tf.constant([1, 2], tf.int64))
+  np.testing.assert_array_equal(labels.numpy(), again.numpy())
+  assert losses.pseudo_labels(logits[:3], "argmax", tf.constant([0, 0], tf.int64)).numpy().tolist() == [1, 1, 1]
+  with pytest.raises(ValueError, match="sample"):
+    losses.pseudo_labels(logits, "bogus", tf.constant([0, 0], tf.int64))
+
+
+def test_ema_decay_warmup_moving_average_and_ramp():
+  assert losses.ema_decay(0.995, 0).numpy() == pytest.approx(0.1)
+  assert losses.ema_decay(0.995, 10_000).numpy() == pytest.approx(0.995)
+  assert losses.moving_average(tf.constant(1.0), tf.constant(3.0), 0.75).numpy() == pytest.approx(1.5)
+  assert losses.linear_ramp(250, 1000).numpy() == pytest.approx(0.25)
+  assert losses.linear_ramp(5000, 1000).numpy() == pytest.approx(1.0)
+  assert losses.linear_ramp(0, 0).numpy() == pytest.approx(1.0)
+
+
+def test_warmup_cosine_with_wait_steps():
+  lr = schedules.WarmupCosine(1.0, total_steps=110, warmup_steps=10, wait_steps=0)
+  assert lr(0).numpy() == pytest.approx(0.1)
+  assert lr(9).numpy() == pytest.approx(1.0)
+  assert lr(60).numpy() == pytest.approx(0.5)   # halfway through the cosine
+  assert lr(110).numpy() == pytest.approx(0.0, abs=1e-7)
+  waited = schedules.WarmupCosine(1.0, total_steps=120, warmup_steps=10, wait_steps=10)
+  assert waited(9).numpy() == 0.0
+  assert waited(10).numpy() == pytest.approx(0.1)
+  with pytest.raises(ValueError, match="total_steps"):
+    schedules.WarmupCosine(1.0, total_steps=5, warmup_steps=10)
+
+
+def test_delay_learning_rate_holds_the_optimizer_at_zero_then_restarts_its_clock():
+  opt = keras.optimizers.SGD(schedules.WarmupCosine(1.0, total_steps=100, warmup_steps=4))
+  schedules.delay_learning_rate(opt, 3)
+  var = tf.Variable([1.0])
+  seen = []
+  for _ in range(5):
+    seen.append(float(schedules.learning_rate_at(opt)))
+    opt.apply_gradients([(tf.constant([1.0]), var)])
+  assert seen[:3] == [0.0, 0.0, 0.0]
+  assert seen[3] == pytest.approx(0.25) and seen[4] == pytest.approx(0.5)
+  assert var.numpy()[0] == pytest.approx(1.0 - 0.25 - 0.5)
