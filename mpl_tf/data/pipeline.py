@@ -1,0 +1,113 @@
+"""tf.data pipelines: example streams -> the batches `MetaPseudoLabelsModel.fit` and evaluation consume.
+
+The contract (fixed by the algorithm code):
+  train       infinite; `((x_l, y_l), x_u)`, or with two views `((x_l, y_l), (x_u_weak, x_u_strong))`;
+              x_l float32 [B, *shape] in [0, 1], y_l int32 [B], unlabeled batches of uda_ratio * B.
+  labeled     infinite `(x, y)` batches of the labeled set in the weak view (supervised training, finetuning).
+  evaluation  finite `(x, y)` batches, not augmented.
+The two views of an unlabeled example are of the same image: the strong view is RandAugment + Cutout applied to
+the weak view, as in the official code. Per-example work (decoding, ImageNet's crops) runs in a parallel map
+before batching; augmentation runs on whole batches (each image still draws its own ops) in a parallel map
+after it, which amortises tf.data's per-element cost; everything is prefetched.
+"""
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from mpl_tf.data.augment import Views
+
+AUTOTUNE = tf.data.AUTOTUNE
+Prepare = Callable[[tf.Tensor], tf.Tensor]
+
+
+def as_float(image: tf.Tensor) -> tf.Tensor:
+  """Per-example preparation of fixed-size data: only a cast (values stay in [0, 255])."""
+  return tf.cast(image, tf.float32)
+
+
+def random_resized_crop(size: int, area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3)) -> Prepare:
+  """Inception-style random crop resized to size x size: ImageNet's training-time translation and scale."""
+
+  def prepare(image: tf.Tensor) -> tf.Tensor:
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        min_object_covered=0.1, aspect_ratio_range=aspect_ratio_range, area_range=area_range,
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    crop = tf.slice(image, begin, crop_size)
+    resized = tf.image.resize(tf.cast(crop, tf.float32), [size, size], method="bicubic")
+    return tf.ensure_shape(tf.clip_by_value(resized, 0.0, 255.0), [size, size, 3])
+
+  return prepare
+
+
+def center_crop(size: int, crop_fraction: float = 224 / 256) -> Prepare:
+  """Central crop of `crop_fraction` of the shorter side, resized to size x size: ImageNet's evaluation view."""
+
+  def prepare(image: tf.Tensor) -> tf.Tensor:
+    shape = tf.shape(image)
+    side = tf.cast(crop_fraction * tf.cast(tf.minimum(shape[0], shape[1]), tf.float32), tf.int32)
+    side = tf.maximum(side, 1)
+    top, left = (shape[0] - side + 1) // 2, (shape[1] - side + 1) // 2
+    crop = tf.image.crop_to_bounding_box(image, top, left, side, side)
+    resized = tf.image.resize(tf.cast(crop, tf.float32), [size, size], method="bicubic")
+    return tf.ensure_shape(tf.clip_by_value(resized, 0.0, 255.0), [size, size, 3])
+
+  return prepare
+
+
+def _check_positive(**values):
+  for key, value in values.items():
+    if int(value) != value or value < 1:
+      raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+
+def train_dataset(labeled: tf.data.Dataset, unlabeled: tf.data.Dataset, *, batch_size: int,
+                  unlabeled_batch_size: int, views: Views, prepare: Prepare = as_float, two_views: bool = True,
+                  unlabeled_view: str = "strong") -> tf.data.Dataset:
+  """The infinite MPL training dataset.
+
+  Args:
+    labeled: infinite, shuffled `(example, label)` stream.
+    unlabeled: infinite, shuffled `example` stream.
+    batch_size: B, labeled examples a step.
+    unlabeled_batch_size: unlabeled examples a step (uda_ratio * B).
+    views: the dataset's weak / strong / finish functions.
+    prepare: per-example preparation to a fixed shape (cast; ImageNet: random resized crop).
+    two_views: yield `(x_u_weak, x_u_strong)`; else one view, chosen by `unlabeled_view`.
+    unlabeled_view: "strong" or "weak", the single unlabeled view when `two_views` is False.
+  """
+  _check_positive(batch_size=batch_size, unlabeled_batch_size=unlabeled_batch_size)
+  if unlabeled_view not in ("strong", "weak"):
+    raise ValueError(f"unlabeled_view must be 'strong' or 'weak', got {unlabeled_view!r}")
+  lab = labeled_dataset(labeled, batch_size=batch_size, views=views, prepare=prepare, prefetch=False)
+
+  def unlabeled_views(x):
+    weak = views.weak(x)
+    if two_views:
+      return views.finish(weak), views.finish(views.strong(weak))
+    return views.finish(views.strong(weak) if unlabeled_view == "strong" else weak)
+
+  unl = unlabeled.map(prepare, num_parallel_calls=AUTOTUNE).batch(unlabeled_batch_size, drop_remainder=True)
+  unl = unl.map(unlabeled_views, num_parallel_calls=AUTOTUNE)
+  return tf.data.Dataset.zip((lab, unl)).prefetch(AUTOTUNE)
+
+
+def labeled_dataset(labeled: tf.data.Dataset, *, batch_size: int, views: Views, prepare: Prepare = as_float,
+                    prefetch: bool = True) -> tf.data.Dataset:
+  """Infinite `(x, y)` batches of the labeled stream in the weak view (x float32 [0, 1], y int32)."""
+  _check_positive(batch_size=batch_size)
+  ds = labeled.map(lambda x, y: (prepare(x), tf.cast(y, tf.int32)), num_parallel_calls=AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = ds.map(lambda x, y: (views.finish(views.weak(x)), y), num_parallel_calls=AUTOTUNE)
+  return ds.prefetch(AUTOTUNE) if prefetch else ds
+
+
+def eval_dataset(examples: Optional[tf.data.Dataset], *, batch_size: int, finish: Callable[[tf.Tensor], tf.Tensor],
+                 prepare: Prepare = as_float) -> Optional[tf.data.Dataset]:
+  """Finite `(x, y)` batches, not augmented (the last batch may be smaller); None passes through."""
+  if examples is None:
+    return None
+  _check_positive(eval_batch_size=batch_size)
+  ds = examples.map(lambda x, y: (finish(prepare(x)), tf.cast(y, tf.int32)), num_parallel_calls=AUTOTUNE)
+  return ds.batch(batch_size).prefetch(AUTOTUNE)
+

@@ -1,0 +1,274 @@
+"""Where examples come from: one interface over in-memory arrays, scikit-learn's digits, .npz files and folders.
+
+A `Source` is a *pool* of labeled examples (which `splits.make_split` divides into labeled / validation /
+held-out test / unlabeled), optional *extra* unlabeled examples (SVHN's `extra`, a folder of unlabeled images,
+`x_unlabeled` of a .npz), and optional *test* examples of its own. It hands out `tf.data` datasets of
+`(image, label)` with images in [0, 255] (uint8 or float32) in their stored shape; scaling, resizing and
+augmentation are the pipeline's job. TFDS sources live in `tfds_source.py`.
+
+Everything that can be wrong with a user's files is checked here, eagerly, with the file in the message:
+labels outside [0, num_classes), images of mixed shapes, empty folders, corrupt images, missing arrays.
+"""
+import abc
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from mpl_tf.data.splits import check_labels
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+class Source(abc.ABC):
+  """A pool of labeled examples, optional extra unlabeled examples and an optional test set.
+
+  Attributes:
+    name: for messages.
+    num_classes: labels lie in [0, num_classes).
+    pool_labels: int64 [N], the label of every pool example, in the order the indices refer to.
+    image_shape: shape of one example, or None where it varies (ImageNet: the pipeline resizes).
+    num_extra_unlabeled: number of extra unlabeled examples.
+    num_test: size of the source's own test set (0 if it has none: hold one out of the pool).
+    class_names: optional names of the classes.
+  """
+  name: str
+  num_classes: int
+  pool_labels: np.ndarray
+  image_shape: Optional[Tuple[int, ...]]
+  num_extra_unlabeled: int = 0
+  num_test: int = 0
+  class_names: Optional[Tuple[str, ...]] = None
+
+  @abc.abstractmethod
+  def examples(self, indices: np.ndarray) -> tf.data.Dataset:
+    """Finite `(image, label)` dataset of the pool examples at `indices`, in index order."""
+
+  @abc.abstractmethod
+  def labeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    """Infinite, shuffled (seeded) `(image, label)` dataset over the pool examples at `indices`."""
+
+  @abc.abstractmethod
+  def unlabeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    """Infinite, shuffled `image` dataset over the pool examples at `indices` plus all extra examples."""
+
+  def test_examples(self) -> Optional[tf.data.Dataset]:
+    """Finite `(image, label)` dataset of the source's own test set, or None."""
+    return None
+
+
+class ArraySource(Source):
+  """A source held in memory as numpy arrays (digits, .npz, folders, two moons).
+
+  Streams shuffle *indices* (a full reshuffle every epoch) and gather the examples, so the arrays are
+  embedded in the `tf.data` graph once: keep them well under TensorFlow's 2 GB graph limit.
+  """
+
+  def __init__(self, name: str, x: np.ndarray, y: np.ndarray, num_classes: int, *,
+               x_extra: Optional[np.ndarray] = None, x_test: Optional[np.ndarray] = None,
+               y_test: Optional[np.ndarray] = None, class_names: Optional[Sequence[str]] = None):
+    self.name = name
+    self.num_classes = int(num_classes)
+    self.pool_labels = check_labels(y, num_classes, f"{name} (training labels)")
+    if len(x) != len(self.pool_labels):
+      raise ValueError(f"{name}: {len(x)} training examples but {len(self.pool_labels)} labels")
+    self.image_shape = tuple(int(d) for d in x.shape[1:])
+    self._num_pool = len(x)
+    parts = [x]
+    if x_extra is not None and len(x_extra):
+      _check_same_shape(name, "extra unlabeled", x_extra, self.image_shape)
+      parts.append(x_extra.astype(x.dtype, copy=False))
+    self.num_extra_unlabeled = sum(len(p) for p in parts[1:])
+    self._x = np.concatenate(parts) if len(parts) > 1 else x
+    self._y = np.concatenate([self.pool_labels, np.full(self.num_extra_unlabeled, -1, np.int64)])
+    self._x_test, self._y_test = None, None
+    if x_test is not None:
+      _check_same_shape(name, "test", x_test, self.image_shape)
+      self._y_test = check_labels(y_test, num_classes, f"{name} (test labels)")
+      if len(x_test) != len(self._y_test):
+        raise ValueError(f"{name}: {len(x_test)} test examples but {len(self._y_test)} test labels")
+      self._x_test = x_test
+      self.num_test = len(x_test)
+    self.class_names = tuple(class_names) if class_names is not None else None
+
+  def _gather(self, index_ds: tf.data.Dataset) -> tf.data.Dataset:
+    x, y = tf.constant(self._x), tf.constant(self._y, tf.int32)
+    return index_ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE)
+
+  def examples(self, indices: np.ndarray) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((self._x[indices], self._y[indices].astype(np.int32)))
+
+  def labeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    return self._gather(_shuffled_indices(indices, seed))
+
+  def unlabeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    extra = np.arange(self._num_pool, self._num_pool + self.num_extra_unlabeled)
+    return self._gather(_shuffled_indices(np.concatenate([indices, extra]), seed)).map(lambda x, y: x)
+
+  def test_examples(self) -> Optional[tf.data.Dataset]:
+    if self._x_test is None:
+      return None
+    return tf.data.Dataset.from_tensor_slices((self._x_test, self._y_test.astype(np.int32)))
+
+
+def _shuffled_indices(indices: np.ndarray, seed: int) -> tf.data.Dataset:
+  indices = np.asarray(indices, np.int64)
+  if not indices.size:
+    raise ValueError("cannot stream an empty set of examples")
+  ds = tf.data.Dataset.from_tensor_slices(indices)
+  return ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True).repeat()
+
+
+def _check_same_shape(name: str, what: str, x: np.ndarray, shape: Tuple[int, ...]):
+  if tuple(x.shape[1:]) != tuple(shape):
+    raise ValueError(f"{name}: {what} images have shape {tuple(x.shape[1:])}, training images {tuple(shape)}; "
+                     "all images must have one shape")
+
+
+def digits_source() -> ArraySource:
+  """scikit-learn's 1,797 real 8x8 handwritten digits (ships with the package: works offline).
+
+  Pixel values 0..16 are rescaled to [0, 255] (float32) so the digits go through the same augmentation and
+  [0, 1] scaling as every other image; shape (8, 8, 1). The source has no test split: hold one out.
+  """
+  from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
+  digits = sk_datasets.load_digits()
+  x = (digits.images.astype(np.float32) * (255.0 / 16.0))[..., None]
+  return ArraySource("digits", x, digits.target, 10, class_names=[str(c) for c in range(10)])
+
+
+def _as_images(path: str, key: str, array: np.ndarray) -> np.ndarray:
+  """Checks an image array from a .npz: [N, H, W] or [N, H, W, C], uint8 0..255 or float 0..1 / 0..255."""
+  if array.ndim == 3:
+    array = array[..., None]
+  if array.ndim != 4:
+    raise ValueError(f"{path}: '{key}' must be images [N, H, W] or [N, H, W, C], got shape {array.shape}")
+  if array.dtype == np.uint8:
+    return array
+  if not np.issubdtype(array.dtype, np.number):
+    raise ValueError(f"{path}: '{key}' has dtype {array.dtype}; give uint8 or float images")
+  array = array.astype(np.float32)
+  low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+  if low < 0 or high > 255:
+    raise ValueError(f"{path}: '{key}' values span [{low}, {high}]; images must be in [0, 1] or [0, 255]")
+  return array * 255.0 if high <= 1.0 else array
+
+
+def npz_source(path: str, num_classes: Optional[int] = None) -> ArraySource:
+  """A .npz file with `x_train, y_train, x_test, y_test` and optionally `x_unlabeled`.
+
+  Args:
+    path: the .npz file.
+    num_classes: if None, 1 + the largest label in `y_train` and `y_test`.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no .npz file at {path}")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays: Dict[str, np.ndarray] = {k: data[k] for k in data.files}
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: cannot read it as a .npz file ({e})") from e
+  missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+  if missing:
+    raise ValueError(f"{path}: missing array(s) {missing}; a .npz dataset needs x_train, y_train, x_test, "
+                     f"y_test and optionally x_unlabeled (found {sorted(arrays)})")
+  x_train = _as_images(path, "x_train", arrays["x_train"])
+  x_test = _as_images(path, "x_test", arrays["x_test"]).astype(x_train.dtype, copy=False)
+  x_extra = arrays.get("x_unlabeled")
+  if x_extra is not None:
+    x_extra = _as_images(path, "x_unlabeled", x_extra).astype(x_train.dtype, copy=False)
+  if num_classes is None:
+    all_labels = np.concatenate([np.ravel(arrays["y_train"]), np.ravel(arrays["y_test"])])
+    num_classes = int(all_labels.max()) + 1 if all_labels.size else 0
+  y_train = check_labels(arrays["y_train"], num_classes, f"{path} (y_train)")
+  y_test = check_labels(arrays["y_test"], num_classes, f"{path} (y_test)")
+  name = f"npz:{os.path.basename(path)}"
+  for key, x in (("x_test", x_test), ("x_unlabeled", x_extra)):
+    if x is not None and x.shape[1:] != x_train.shape[1:]:
+      raise ValueError(f"{path}: '{key}' images have shape {x.shape[1:]} but x_train images {x_train.shape[1:]}")
+  return ArraySource(name, x_train, y_train, num_classes, x_extra=x_extra, x_test=x_test, y_test=y_test)
+
+
+def _image_files(folder: str) -> List[str]:
+  """Image files under `folder` (recursively), sorted, by extension."""
+  found = []
+  for root, _, files in os.walk(folder):
+    found += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+  return sorted(found)
+
+
+def read_image(path: str, image_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+  """Decodes one image file to uint8 [H, W, C], optionally resized; names the file if it is corrupt."""
+  try:
+    image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+  except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError) as e:
+    raise ValueError(f"corrupt or unreadable image file {path}: {e.message.splitlines()[0]}") from None
+  if image_size is not None:
+    image = tf.cast(tf.clip_by_value(tf.image.resize(image, image_size, antialias=True), 0, 255), tf.uint8)
+  return image.numpy()
+
+
+def _read_images(paths: Sequence[str], image_size: Optional[Tuple[int, int]], where: str,
+                 shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
+  images, first = [], None
+  for path in paths:
+    image = read_image(path, image_size)
+    if shape is None:
+      shape, first = image.shape, path
+    elif image.shape != tuple(shape):
+      hint = "give image_size to resize them all" if image_size is None else "convert them to one channel count"
+      raise ValueError(f"{where}: images of mixed shapes: {path} is {image.shape} but "
+                       f"{first or 'the training images'} {'is' if first else 'are'} {tuple(shape)}; {hint}")
+    images.append(image)
+  return np.stack(images)
+
+
+def _class_folders(path: str) -> List[str]:
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no image folder at {path}")
+  classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
+  if not classes:
+    raise ValueError(f"{path} is empty: expected one sub-folder of images per class (e.g. {path}/cat/1.png)")
+  return classes
+
+
+def folder_source(path: str, *, unlabeled_path: Optional[str] = None, test_path: Optional[str] = None,
+                  image_size: Optional[Tuple[int, int]] = None) -> ArraySource:
+  """Images in one sub-folder per class (`path/<class>/*.png`), read into memory and checked.
+
+  Args:
+    path: the labeled images; classes are the sub-folder names in sorted order.
+    unlabeled_path: optional folder of unlabeled images (searched recursively).
+    test_path: optional folder with the same class sub-folders as `path`; without it, hold a test set out.
+    image_size: optional (height, width) to resize every image to; without it all images must share a shape.
+  """
+  classes = _class_folders(path)
+  paths, labels = [], []
+  for c, name in enumerate(classes):
+    files = _image_files(os.path.join(path, name))
+    if not files:
+      raise ValueError(f"class folder {os.path.join(path, name)} is empty: it has no {'/'.join(IMAGE_EXTENSIONS)} "
+                       "files")
+    paths += files
+    labels += [c] * len(files)
+  x = _read_images(paths, image_size, path)
+  x_test = y_test = x_extra = None
+  if test_path is not None:
+    test_classes = _class_folders(test_path)
+    if test_classes != classes:
+      raise ValueError(f"{test_path}: class folders {test_classes} differ from those of {path}: {classes}")
+    test_files = [(f, c) for c, name in enumerate(classes) for f in _image_files(os.path.join(test_path, name))]
+    if not test_files:
+      raise ValueError(f"test folder {test_path} is empty: its class folders hold no images")
+    x_test = _read_images([f for f, _ in test_files], image_size, test_path, x.shape[1:])
+    y_test = np.array([c for _, c in test_files], np.int64)
+  if unlabeled_path is not None:
+    if not os.path.isdir(unlabeled_path):
+      raise FileNotFoundError(f"no unlabeled image folder at {unlabeled_path}")
+    extra_files = _image_files(unlabeled_path)
+    if not extra_files:
+      raise ValueError(f"unlabeled folder {unlabeled_path} is empty: it has no image files")
+    x_extra = _read_images(extra_files, image_size, unlabeled_path, x.shape[1:])
+  return ArraySource(f"folder:{os.path.basename(os.path.normpath(path))}", x, np.array(labels), len(classes),
+                     x_extra=x_extra, x_test=x_test, y_test=y_test, class_names=classes)

@@ -1,0 +1,183 @@
+"""TensorFlow Datasets as a `Source`: svhn_cropped, cifar10, imagenet2012, read offline from a prepared copy.
+
+Nothing is ever downloaded: datasets are loaded with `download=False`, and a missing one fails at once with a
+`DatasetNotPreparedError` that says how to prepare it (TFDS's `download=True` retries for minutes on a machine
+without internet). The pool split is addressed by position: one pass reads every label (the image bytes are
+not decoded, and on a prepared dataset the labels are cached beside it as .npy), then a subset is read back by
+enumerating the split in its fixed file order and keeping the wanted positions. Images are shuffled while
+still encoded and decoded in a parallel map, which keeps ImageNet's shuffle buffer small.
+"""
+import logging
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mpl_tf.data.sources import Source
+
+log = logging.getLogger(__name__)
+
+# Above this many examples a subset of the pool is re-read each epoch instead of cached in memory, still
+# encoded (ImageNet-10%'s 128k labeled images, SVHN's 72k unlabeled train images).
+CACHE_LIMIT = 50_000
+
+_PREPARE_HINTS = {
+    "imagenet2012": (
+        "ImageNet needs a manual download: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in "
+        "<data_dir>/downloads/manual/ and run `tfds build imagenet2012 --data_dir=<data_dir>`"),
+}
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """A TFDS dataset is not on disk; the message says how to prepare it."""
+
+
+def _not_prepared(name: str, data_dir: Optional[str]) -> DatasetNotPreparedError:
+  where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+  how = _PREPARE_HINTS.get(name, (
+      f"on a machine with internet run `tfds build {name} --data_dir=<data_dir>` (or "
+      f"`tfds.builder('{name}', data_dir=...).download_and_prepare()`) and copy <data_dir>/{name} here"))
+  return DatasetNotPreparedError(
+      f"TFDS dataset '{name}' is not prepared in {where}, and this code never downloads. {how}; then pass "
+      f"data_dir=<data_dir> (gin: build_dataset.data_dir) or set TFDS_DATA_DIR. For an offline run use the "
+      "'digits' dataset.")
+
+
+class TfdsSource(Source):
+  """A TFDS image classification dataset with features `image` and `label`.
+
+  Args:
+    name: the TFDS name, e.g. "cifar10".
+    pool_split: the split to draw labeled, validation and unlabeled examples from.
+    extra_splits: splits used whole as extra unlabeled data (SVHN: ("extra",)).
+    test_split: the split used as test set, or None.
+    data_dir: TFDS data directory (None: TFDS's default / $TFDS_DATA_DIR).
+    cache_labels: cache the label column of prepared splits as .npy beside the data.
+  """
+
+  def __init__(self, name: str, *, pool_split: str = "train", extra_splits: Sequence[str] = (),
+               test_split: Optional[str] = "test", data_dir: Optional[str] = None, cache_labels: bool = True):
+    self.name = name
+    self._data_dir = data_dir
+    self._builder = tfds.builder(name, data_dir=data_dir)
+    features = self._builder.info.features
+    self._image_feature = features["image"]
+    self.num_classes = int(features["label"].num_classes)
+    self.class_names = tuple(features["label"].names)
+    shape = tuple(self._image_feature.shape)
+    self.image_shape = shape if all(d is not None for d in shape) else None
+    self._pool_split = pool_split
+    self._extra_splits = tuple(extra_splits)
+    self._test_split = test_split
+    self._cache_labels = cache_labels
+    self.pool_labels = self.labels(pool_split)
+    self._extra_sizes = [self._num_examples(s) for s in self._extra_splits]
+    self.num_extra_unlabeled = int(sum(self._extra_sizes))
+    self.num_test = self._num_examples(test_split) if test_split else 0
+
+  def _load(self, split: str, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+    """The split as dicts with the image still encoded; in file order unless `shuffle_seed` is given."""
+    if shuffle_seed is None:
+      read_config = tfds.ReadConfig(interleave_cycle_length=1, try_autocache=False)
+    else:
+      read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
+    try:
+      return tfds.load(self.name, split=split, data_dir=self._data_dir, download=False,
+                       shuffle_files=shuffle_seed is not None, read_config=read_config,
+                       decoders={"image": tfds.decode.SkipDecoding()})
+    except AssertionError as e:  # what tfds.load raises when the data is missing and download=False
+      if not self._builder.is_prepared():
+        raise _not_prepared(self.name, self._data_dir) from e
+      raise
+
+  def _num_examples(self, split: str) -> int:
+    info = self._builder.info.splits
+    if split in info:
+      return int(info[split].num_examples)
+    cardinality = int(self._load(split).cardinality())
+    return cardinality if cardinality >= 0 else len(self.labels(split))
+
+  def _cache_path(self, split: str) -> Optional[str]:
+    if not self._cache_labels or not self._builder.is_prepared():  # never cache mock or partial data
+      return None
+    return os.path.join(self._builder.data_dir, f"mpl_tf_labels.{split}.npy")
+
+  def labels(self, split: str) -> np.ndarray:
+    """The label of every example of `split`, in file order (read once, then cached if possible)."""
+    path = self._cache_path(split)
+    if path and os.path.exists(path):
+      labels = np.load(path)
+      if split in self._builder.info.splits and len(labels) == self._builder.info.splits[split].num_examples:
+        return labels
+    batches = self._load(split).map(lambda e: e["label"]).batch(8192).prefetch(2)
+    labels = np.concatenate([b.numpy() for b in batches] or [np.zeros(0, np.int64)]).astype(np.int64)
+    if path:
+      try:
+        np.save(path, labels)
+      except OSError as e:
+        log.warning("could not cache %s labels at %s: %s", self.name, path, e)
+    return labels
+
+  def _decode(self, image: tf.Tensor) -> tf.Tensor:
+    image = self._image_feature.decode_example(image)
+    if self.image_shape is not None:
+      image = tf.ensure_shape(image, self.image_shape)
+    return image
+
+  def _subset(self, indices: np.ndarray) -> tf.data.Dataset:
+    """Encoded `(image, label)` of the pool examples at `indices`, in file order."""
+    mask = np.zeros(len(self.pool_labels), bool)
+    mask[np.asarray(indices, np.int64)] = True
+    mask = tf.constant(mask)
+    ds = self._load(self._pool_split).enumerate()
+    ds = ds.filter(lambda i, e: tf.gather(mask, i))
+    return ds.map(lambda i, e: (e["image"], tf.cast(e["label"], tf.int32)))
+
+  def examples(self, indices: np.ndarray) -> tf.data.Dataset:
+    decode = self._decode
+    return self._subset(indices).map(lambda x, y: (decode(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+  def labeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    ds = self._subset(indices)
+    if len(indices) <= CACHE_LIMIT:
+      ds = ds.cache()
+      shuffle_buffer = len(indices)
+    ds = ds.shuffle(max(1, min(shuffle_buffer, len(indices))), seed=seed, reshuffle_each_iteration=True).repeat()
+    decode = self._decode
+    return ds.map(lambda x, y: (decode(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+  def unlabeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    parts, sizes = [], []
+    if len(indices):
+      if len(indices) == len(self.pool_labels):  # the whole split: no filtering, shuffled file order
+        pool = self._load(self._pool_split, shuffle_seed=seed).map(lambda e: e["image"])
+      else:
+        pool = self._subset(indices).map(lambda x, y: x)
+        if len(indices) <= CACHE_LIMIT:  # CIFAR-10's 41k encoded images (~100 MB): cache, shuffle fully
+          pool = pool.cache()
+          shuffle_buffer = max(shuffle_buffer, len(indices))
+      parts.append(pool)
+      sizes.append(len(indices))
+    for k, (split, size) in enumerate(zip(self._extra_splits, self._extra_sizes)):
+      parts.append(self._load(split, shuffle_seed=seed + 1 + k).map(lambda e: e["image"]))
+      sizes.append(size)
+    if not parts or not sum(sizes):
+      raise ValueError(f"{self.name}: no unlabeled examples")
+    parts = [p.shuffle(shuffle_buffer, seed=seed + 7 * k, reshuffle_each_iteration=True).repeat()
+             for k, p in enumerate(parts)]
+    if len(parts) == 1:
+      ds = parts[0]
+    else:  # draw from the parts in proportion to their sizes, so SVHN's extra is mixed with train throughout
+      weights = [s / sum(sizes) for s in sizes]
+      ds = tf.data.Dataset.sample_from_datasets(parts, weights=weights, seed=seed)
+    return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def test_examples(self) -> Optional[tf.data.Dataset]:
+    if not self._test_split:
+      return None
+    decode = self._decode
+    ds = self._load(self._test_split)
+    return ds.map(lambda e: (decode(e["image"]), tf.cast(e["label"], tf.int32)),
+                  num_parallel_calls=tf.data.AUTOTUNE)
