@@ -1,9 +1,16 @@
-"""One experiment, configured by gin: data -> networks -> method -> fit -> (finetune) -> evaluate -> files.
+"""One experiment, configured by gin: data -> networks -> method -> phases -> evaluation -> files.
 
 gin lives here, at the edge: the algorithm classes are registered as external configurables, so a gin file
 sets `MetaPseudoLabelsModel.pseudo_labels = 'soft'` or `MetaPseudoLabelsModel.mpl_weight = 0.0` (an
 ablation is a binding, not a copied file), and the method is chosen by `run.method`, never by the dataset.
-Optimizers are configured per network with gin scopes: `teacher/optimizer.learning_rate = 0.05`.
+Optimizers are configured per network with gin scopes: `teacher/optimizer.learning_rate = 0.05`,
+`student/...`, `finetune/...`.
+
+A run is a sequence of phases, each checkpointed on its own by `mpl_tf.trainer.train_phase`:
+  mpl:            mpl -> finetune (optional)
+  uda/supervised: train -> finetune (optional)
+  pseudo_labels:  teacher (supervised) -> train (student on the frozen teacher's labels) -> finetune
+Re-running the same command after an interruption skips finished phases and resumes the current one.
 """
 import json
 import os
@@ -12,10 +19,12 @@ from typing import Dict, Optional
 import gin
 import tensorflow as tf
 
+from mpl_tf import trainer
 from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel
 from mpl_tf.algorithms.pseudo_labels import PseudoLabelsModel
 from mpl_tf.algorithms.supervised import SupervisedModel
 from mpl_tf.algorithms.uda import UDAModel
+from mpl_tf.data.datasets import build_dataset
 from mpl_tf.keras import keras
 from mpl_tf.schedules import WarmupCosine
 
@@ -28,51 +37,101 @@ UDAModel = gin.external_configurable(UDAModel)
 
 
 @gin.configurable
-def optimizer(learning_rate: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
-              weight_decay: Optional[float] = None, schedule: str = "constant", total_steps: int = 0,
-              warmup_steps: int = 0) -> keras.optimizers.Optimizer:
-  """SGD (optionally Nesterov) with a constant or warmup+cosine rate; scope it: `student/optimizer.*`."""
+def optimizer(total_steps: int, learning_rate: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
+              weight_decay: Optional[float] = None, schedule: str = "constant", warmup_steps: int = 0,
+              exclude_from_weight_decay=("batch_norm", "bn")) -> keras.optimizers.Optimizer:
+  """SGD (optionally Nesterov) with a constant or linear-warmup + cosine rate over `total_steps`.
+
+  `weight_decay` is tf-keras' decoupled decay (w -= lr * wd * w each step), skipped for variables whose
+  name contains one of `exclude_from_weight_decay` (batch norm). The official code adds an L2 term to the
+  loss instead; with momentum m that is about a decoupled decay of l2 / (1 - m) (5e-4 -> 5e-3 at m = 0.9).
+  Scope it per network: `teacher/optimizer.learning_rate = 0.05`.
+  """
   if schedule == "constant":
     lr = learning_rate
   elif schedule == "cosine":
     lr = WarmupCosine(learning_rate, total_steps=total_steps, warmup_steps=warmup_steps)
   else:
     raise ValueError(f"optimizer.schedule must be 'constant' or 'cosine', got {schedule!r}")
-  return keras.optimizers.SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+  opt = keras.optimizers.SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+  if weight_decay:
+    opt.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
+  return opt
 
 
 @gin.configurable
-def network(num_classes: int, input_shape, seed: int, name: str = "mlp", **options) -> keras.Model:
-  """Builds a named network; every option not listed here is passed to the model family's builder."""
-  from mpl_tf.models.mlp import build_mlp  # pylint: disable=import-outside-toplevel
-  if name == "mlp":
-    return build_mlp(num_classes, input_shape, seed=seed, **options)
+def network(num_classes: int, input_shape, seed: int, name: str = gin.REQUIRED, **options) -> keras.Model:
+  """Builds a named network (see `mpl_tf.models.builder`); other bindings go to the family's builder."""
   from mpl_tf.models import builder  # pylint: disable=import-outside-toplevel
-  return builder.build_model(name, num_classes=num_classes, input_shape=input_shape, **options)
+  if builder.model_family(name) in ("mlp", "wide_resnet", "cnn"):
+    options.setdefault("seed", seed)
+  keras.utils.set_random_seed(seed)
+  return builder.build_model(name, num_classes=num_classes, input_shape=tuple(input_shape), **options)
+
+
+def load_data(seed: int):
+  """The run's `DatasetBundle`, from `build_dataset` bindings (`build_dataset.name = 'digits'`, ...)."""
+  return build_dataset(seed=seed)  # pylint: disable=no-value-for-parameter
 
 
 @gin.configurable
-def dataset(seed: int, name: str = "two_moons", **options) -> Dict[str, object]:
-  """The data of a run: a dict with `train`, `labeled`, `test`, `num_classes`, `input_shape`, `split_name`."""
-  if name == "two_moons":
-    from mpl_tf.data.two_moons import two_moons_datasets  # pylint: disable=import-outside-toplevel
-    return two_moons_datasets(seed=seed, **options)
-  raise ValueError(f"unknown dataset {name!r}; known: two_moons")
+def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int = 0,
+        finetune_steps: int = 0, teacher_pretrain_steps: Optional[int] = None, steps_per_execution: int = 1,
+        checkpoint_every: int = 1000, summary_every: int = 100, eval_every: int = 0,
+        mixed_precision: Optional[str] = None, export: bool = True, verbose: int = 1) -> Dict:
+  """Trains `method` for `steps`, finetunes, evaluates, writes metrics.json and exports the student.
 
-
-def build_method(method: str, data: Dict[str, object], seed: int) -> keras.Model:
-  """The compiled Keras model for `method`, with fresh networks seeded from `seed`."""
+  Returns the final metrics: accuracies on the test set as fractions, `step` (of the method's phase), and,
+  when the dataset holds a validation split out, the same metrics on it under `validation/...`.
+  """
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+  os.makedirs(workdir, exist_ok=True)
+  keras.utils.set_random_seed(seed)
+  tf.config.experimental.enable_op_determinism()
+  # keras-cv's augmentation layers draw from the global generator, which op determinism requires be seeded.
+  tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
+  keras.mixed_precision.set_global_policy(mixed_precision or "float32")
+  data = load_data(seed)
+  model = build_method(method, data, seed, steps)
+  _write_config(workdir)
+  common = dict(workdir=workdir, steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every,
+                summary_every=summary_every, verbose=verbose,
+                eval_dataset=data.validation if data.validation is not None else None, eval_every=eval_every)
+  if method == "pseudo_labels":
+    pretrain = compile_supervised(model.teacher, "teacher", teacher_pretrain_steps or steps)
+    trainer.train_phase(pretrain, data.labeled, phase="teacher", steps=teacher_pretrain_steps or steps, **common)
+    model.teacher.trainable = False
+  trainer.train_phase(model, data.train if method != "supervised" else data.labeled,
+                      phase="mpl" if method == "mpl" else "train", steps=steps, **common)
+  metrics = evaluate(model, data, prefix="")
+  student = model.eval_student
+  if finetune_steps:
+    metrics["student/accuracy_before_finetune"] = metrics["student/accuracy"]
+    tuned = compile_supervised(student, "finetune", finetune_steps)
+    trainer.train_phase(tuned, data.labeled, phase="finetune", steps=finetune_steps, **common)
+    metrics.update({k: v for k, v in evaluate(tuned, data, prefix="").items() if k.startswith("student/")})
+  metrics.update(step=int(model.global_step.numpy()), method=method, seed=seed, split=data.split_name)
+  if export:
+    from mpl_tf import export as export_lib  # pylint: disable=import-outside-toplevel
+    export_lib.export_student(student, os.path.join(workdir, "export", "student"), data)
+  with open(os.path.join(workdir, "metrics.json"), "w") as f:
+    json.dump(metrics, f, indent=2, sort_keys=True)
+  _write_config(workdir)
+  return metrics
+
+
+def build_method(method: str, data, seed: int, steps: int) -> keras.Model:
+  """The compiled Keras model for `method`, with fresh networks seeded from `seed`."""
   def net(offset):
-    return network(data["num_classes"], data["input_shape"], seed=seed * 10 + offset)
+    return network(data.num_classes, data.input_shape, seed=seed * 10 + offset)
   if method == "mpl":
     model = MetaPseudoLabelsModel(teacher=net(1), student=net(2), seed=seed)
     with gin.config_scope("teacher"):
-      t_opt = optimizer()
+      t_opt = optimizer(total_steps=steps)
     with gin.config_scope("student"):
-      s_opt = optimizer()
-    model.compile(teacher_optimizer=t_opt, student_optimizer=s_opt, steps_per_execution=_steps_per_execution())
+      s_opt = optimizer(total_steps=steps - model.student_wait_steps)
+    model.compile(teacher_optimizer=t_opt, student_optimizer=s_opt)
     return model
   if method == "uda":
     model = UDAModel(net(2))
@@ -81,54 +140,28 @@ def build_method(method: str, data: Dict[str, object], seed: int) -> keras.Model
   else:
     model = PseudoLabelsModel(teacher=net(1), student=net(2), seed=seed)
   with gin.config_scope("student"):
-    model.compile(optimizer=optimizer(), steps_per_execution=_steps_per_execution())
+    model.compile(optimizer=optimizer(total_steps=steps))
   return model
 
 
-@gin.configurable
-def _steps_per_execution(steps_per_execution: int = 1) -> int:
-  """Steps fused into one `tf.function` call; large values make tiny networks (TwoMoon) fast."""
-  return steps_per_execution
+def compile_supervised(network_: keras.Model, scope: str, steps: int) -> SupervisedModel:
+  """Supervised training of `network_` with the optimizer bound under `scope` (teacher / finetune)."""
+  network_.trainable = True
+  model = SupervisedModel(network_)
+  with gin.config_scope(scope):
+    model.compile(optimizer=optimizer(total_steps=steps))
+  return model
 
 
-@gin.configurable(denylist=["workdir"])
-def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int = 0,
-        teacher_pretrain_steps: Optional[int] = None, finetune_steps: int = 0, verbose: int = 0) -> Dict:
-  """Trains `method` for `steps`, finetunes the student, evaluates, and writes `metrics.json` to workdir.
+def evaluate(model: keras.Model, data, prefix: str) -> Dict[str, float]:
+  """Test metrics, plus `validation/...` when the dataset holds a validation split out."""
+  out = {prefix + k: float(v) for k, v in model.evaluate(data.test, verbose=0, return_dict=True).items()}
+  if data.validation is not None:
+    out.update({f"validation/{k}": float(v)
+                for k, v in model.evaluate(data.validation, verbose=0, return_dict=True).items()})
+  return out
 
-  Pseudo Labels first trains its teacher with supervised learning (`teacher_pretrain_steps`, default
-  `steps`) and then freezes it. Returns the final metrics (accuracies as fractions of the test set).
-  """
-  keras.utils.set_random_seed(seed)
-  tf.config.experimental.enable_op_determinism()
-  os.makedirs(workdir, exist_ok=True)
-  data = dataset(seed=seed)
-  model = build_method(method, data, seed)
-  if method == "pseudo_labels":
-    teacher = SupervisedModel(model.teacher)
-    with gin.config_scope("teacher"):
-      teacher.compile(optimizer=optimizer(), steps_per_execution=_steps_per_execution())
-    teacher.fit(data["labeled"], steps_per_epoch=teacher_pretrain_steps or steps, epochs=1, verbose=verbose)
-  model.fit(data["train"], steps_per_epoch=steps, epochs=1, verbose=verbose)
-  metrics = {k: float(v) for k, v in model.evaluate(data["test"], verbose=0, return_dict=True).items()}
-  if finetune_steps:
-    finetuned = finetune(model.eval_student, data, finetune_steps, verbose)
-    metrics["student/accuracy_before_finetune"] = metrics["student/accuracy"]
-    metrics["student/accuracy"] = float(finetuned.evaluate(data["test"], verbose=0,
-                                                           return_dict=True)["student/accuracy"])
-  metrics.update(step=int(model.global_step.numpy()), method=method, seed=seed, split=data["split_name"])
-  with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=2, sort_keys=True)
+
+def _write_config(workdir: str) -> None:
   with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
     f.write(gin.operative_config_str())
-  return metrics
-
-
-def finetune(student: keras.Model, data: Dict[str, object], steps: int, verbose: int = 0) -> keras.Model:
-  """The paper's last phase: the student alone, supervised on the labeled data (scope `finetune/`)."""
-  student.trainable = True
-  model = SupervisedModel(student)
-  with gin.config_scope("finetune"):
-    model.compile(optimizer=optimizer(), steps_per_execution=_steps_per_execution())
-  model.fit(data["labeled"], steps_per_epoch=steps, epochs=1, verbose=verbose)
-  return model

@@ -4,13 +4,18 @@ Parses the gin files and bindings, fails before any training on a bad binding or
 runs `mpl_tf.experiment.run` and prints the final metrics that it also writes to DIR/metrics.json.
 """
 import json
+import os
 import sys
 
-from absl import app
-from absl import flags
-import gin
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TensorFlow's C++ info lines out of the progress bar
 
-from mpl_tf import experiment  # registers the gin configurables before any file is parsed
+from absl import app  # pylint: disable=wrong-import-position
+from absl import flags  # pylint: disable=wrong-import-position
+from absl import logging  # pylint: disable=wrong-import-position
+import gin  # pylint: disable=wrong-import-position
+
+from mpl_tf import trainer  # pylint: disable=wrong-import-position
+from mpl_tf import experiment  # pylint: disable=wrong-import-position  # registers the gin configurables before any file is parsed
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin config file(s), e.g. gin/two_moons.gin; later ones override")
@@ -21,6 +26,10 @@ flags.mark_flag_as_required("workdir")
 
 def parse_gin(files, bindings) -> None:
   """Parses gin, turning gin's errors into one clear message that names the binding or file at fault."""
+  # Includes resolve against the project's gin/ folder, then the including files' folders, then ".".
+  gin.add_config_file_search_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin"))
+  for path in files:
+    gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
   gin.add_config_file_search_path(".")
   try:
     gin.parse_config_files_and_bindings(files, bindings)
@@ -31,8 +40,12 @@ def parse_gin(files, bindings) -> None:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-  metrics = experiment.run(FLAGS.workdir)
+  try:
+    metrics = experiment.run(FLAGS.workdir)
+  except trainer.NonFiniteLossError as e:
+    raise SystemExit(f"mpl_tf.train: {e}") from e
   print(json.dumps(metrics, indent=2, sort_keys=True))
   sys.stdout.flush()
 

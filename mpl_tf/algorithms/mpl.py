@@ -110,7 +110,9 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     with tf.GradientTape(watch_accessed_variables=False) as t_tape:
       t_tape.watch(t_vars)
       t = uda_objective(self.teacher, x_l, y_l, u_weak, u_strong, self.global_step, **self.teacher_options)
-      t_logits_u = t["strong"] if use_strong else t["weak"]
+      # NaN logits would make sampling return out-of-range labels; fail here with a message that says so.
+      t_logits_u = tf.debugging.check_numerics(t["strong"] if use_strong else t["weak"],
+                                               "MPL teacher logits on the unlabeled batch")
       if soft:
         targets = tf.nn.softmax(t_logits_u, axis=-1)
       else:

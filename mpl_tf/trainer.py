@@ -1,0 +1,108 @@
+"""Runs one training phase of a compiled model so that it can be killed at any moment and resumed.
+
+Keras `fit` owns its data iterator, so it cannot checkpoint the position in the data. Here the phase owns a
+`tf.data` iterator and calls the model's own Keras train function on it (`make_train_function`, which runs
+`steps_per_execution` train steps per call), and checkpoints the iterator together with the model: networks,
+EMA student, both optimizers, the step and the MPL baseline. Re-running the same phase restores the latest
+checkpoint and continues at the same step and, as far as `tf.data` can checkpoint the pipeline, at the same
+element. A non-finite metric stops the phase before anything after the last good checkpoint is saved.
+"""
+import math
+import os
+from typing import Dict, Optional
+
+import tensorflow as tf
+
+from mpl_tf.keras import keras
+
+
+# The metrics worth a place in the progress bar (all of them go to TensorBoard).
+SHOWN = ("teacher/loss", "student/loss", "mpl/h", "uda/mask_ratio", "student/train_accuracy")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Raised when a training metric becomes NaN or Inf; the last good checkpoint is kept."""
+
+
+def _to_float(logs) -> Dict[str, float]:
+  return {name: float(value) for name, value in logs.items()}
+
+
+def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, phase: str, steps: int,
+                steps_per_execution: int = 1, checkpoint_every: int = 1000, summary_every: int = 100,
+                eval_dataset: Optional[tf.data.Dataset] = None, eval_every: int = 0, verbose: int = 1,
+                checkpoint_iterator: bool = True, max_to_keep: int = 2) -> Dict[str, float]:
+  """Trains `model` (already compiled) on `dataset` until its `global_step` reaches `steps`.
+
+  Writes checkpoints to `workdir/checkpoints/<phase>` every `checkpoint_every` steps and at the end,
+  TensorBoard scalars (every metric the train step returns, under its own name such as `mpl/h`, plus
+  `eval/...` from `eval_dataset` every `eval_every` steps) to `workdir/summaries/<phase>`, and shows a Keras
+  progress bar titled with the phase. Returns the metrics of the last logged window.
+  """
+  if checkpoint_iterator:
+    # Random augmentation ops keep state outside the pipeline, which tf.data cannot save: save the position
+    # (files, shuffle buffers, counters) and let those ops draw afresh after a resume.
+    options = tf.data.Options()
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    dataset = dataset.with_options(options)
+  iterator = iter(dataset)
+  objects = {"model": model}
+  if checkpoint_iterator:
+    objects["iterator"] = iterator
+  checkpoint = tf.train.Checkpoint(**objects)
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints", phase), max_to_keep)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).expect_partial()
+  step = int(model.global_step.numpy())
+  if step >= steps:
+    return {}
+  if verbose:
+    print(f"[{phase}] step {step} of {steps}" + (" (resumed)" if step else ""), flush=True)
+  writer = tf.summary.create_file_writer(os.path.join(workdir, "summaries", phase))
+  chunk = max(1, min(steps_per_execution, summary_every or steps_per_execution))
+  # tf-keras builds a single-step function when steps_per_execution is 1 at build time, and a loop that
+  # reads the variable otherwise: build it with the chunk so later assignments take effect.
+  model._steps_per_execution.assign(chunk)  # pylint: disable=protected-access
+  train_function = model.make_train_function(force=True)
+  progress = keras.utils.Progbar(steps, verbose=verbose, unit_name="step", stateful_metrics=SHOWN) if verbose else None
+  logs: Dict[str, float] = {}
+  model.reset_metrics()
+  while step < steps:
+    n = min(chunk, steps - step)
+    model._steps_per_execution.assign(n)  # pylint: disable=protected-access
+    try:
+      logs = _to_float(train_function(iterator))
+    except tf.errors.InvalidArgumentError as e:
+      if "NaN" not in e.message and "Inf" not in e.message:
+        raise
+      detail = next(line.strip() for line in e.message.splitlines() if "NaN" in line or "Inf" in line)
+      raise NonFiniteLossError(
+          f"[{phase}] non-finite values in the steps after {step}: {detail}; "
+          f"stopped without saving. Last good checkpoint: {manager.latest_checkpoint or 'none'}") from e
+    step = int(model.global_step.numpy())
+    bad = [name for name, value in logs.items() if not math.isfinite(value)]
+    if bad:
+      raise NonFiniteLossError(
+          f"[{phase}] non-finite {', '.join(f'{b} = {logs[b]}' for b in bad)} in the steps up to {step}; "
+          f"stopped without saving. Last good checkpoint: {manager.latest_checkpoint or 'none'}")
+    if summary_every and (step % summary_every < n or step == steps):
+      with writer.as_default(step=step):
+        for name, value in logs.items():
+          tf.summary.scalar(name, value)
+      model.reset_metrics()
+    if eval_dataset is not None and eval_every and (step % eval_every < n or step == steps):
+      results = model.evaluate(eval_dataset, verbose=0, return_dict=True)
+      with writer.as_default(step=step):
+        for name, value in results.items():
+          tf.summary.scalar(f"eval/{name}", value)
+      model.reset_metrics()
+    if step % checkpoint_every < n or step == steps:
+      manager.save(checkpoint_number=step)
+    if progress is not None:
+      progress.update(step, values=[(k, v) for k, v in logs.items() if _shown(k)], finalize=step == steps)
+  writer.flush()
+  return logs
+
+
+def _shown(name: str) -> bool:
+  return name in SHOWN

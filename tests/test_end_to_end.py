@@ -1,0 +1,152 @@
+"""`python -m mpl_tf.train` end to end: phases, files, export, resume after a kill, NaN stop, predict."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command(workdir, gin_files, bindings=()):
+  cmd = [sys.executable, "-m", "mpl_tf.train", f"--workdir={workdir}"]
+  cmd += [f"--gin_file={f}" for f in gin_files] + [f"--gin_bindings={b}" for b in bindings]
+  return cmd
+
+
+def train(workdir, gin_files, *bindings, timeout=600):
+  return subprocess.run(command(workdir, gin_files, bindings), cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+  """One smoke-sized MPL run on the real digits: every phase, a few steps each."""
+  workdir = tmp_path_factory.mktemp("digits")
+  proc = train(workdir, ["gin/digits.gin", "gin/smoke.gin"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def test_smoke_run_writes_config_checkpoints_summaries_metrics_and_export(digits_run):
+  metrics = json.loads((digits_run / "metrics.json").read_text())
+  assert metrics["step"] == 6 and metrics["method"] == "mpl" and metrics["split"] == "digits.seed0"
+  for key in ("student/accuracy", "teacher/accuracy", "student/accuracy_before_finetune"):
+    assert 0.0 <= metrics[key] <= 1.0
+  config = (digits_run / "operative_config.gin").read_text()
+  assert "MetaPseudoLabelsModel.uda_weight = 1.0" in config and "build_dataset.name = 'digits'" in config
+  for phase, step in (("mpl", 6), ("finetune", 3)):
+    assert tf.train.latest_checkpoint(str(digits_run / "checkpoints" / phase)).endswith(f"ckpt-{step}")
+    assert list((digits_run / "summaries" / phase).glob("events.out.tfevents.*"))
+  names = {name for name, _ in tf.train.list_variables(tf.train.latest_checkpoint(str(digits_run / "checkpoints/mpl")))}
+  for part in ("model/teacher/", "model/student/", "model/ema_student/", "model/teacher_optimizer/",
+               "model/student_optimizer/", "model/global_step", "model/h_baseline", "iterator/"):
+    assert any(n.startswith(part) for n in names), part
+  tags = set()
+  for event_file in (digits_run / "summaries" / "mpl").glob("events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"mpl/h", "mpl/h_baseline", "uda/mask_ratio", "lr/student", "lr/teacher", "teacher/loss"} <= tags
+
+
+def test_export_serves_the_live_ema_student_and_refuses_bad_inputs(digits_run):
+  from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
+  from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
+  import gin  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([str(digits_run / "operative_config.gin")], [])
+  data = experiment.load_data(0)
+  model = experiment.build_method("mpl", data, 0, 6)
+  tuned = experiment.compile_supervised(model.eval_student, "finetune", 3)
+  tf.train.Checkpoint(model=tuned).restore(
+      tf.train.latest_checkpoint(str(digits_run / "checkpoints/finetune"))).expect_partial()
+  gin.clear_config()
+  images = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8, 1), dtype=np.uint8)
+  serve = tf.saved_model.load(str(digits_run / "export" / "student")).signatures["serving_default"]
+  out = serve(images=tf.constant(images))
+  live = tf.nn.softmax(model.eval_student(images.astype(np.float32) / 255.0, training=False)).numpy()
+  np.testing.assert_allclose(out["probabilities"].numpy(), live, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(out["labels"].numpy(), live.argmax(-1))
+  with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
+    serve(images=tf.constant(images.astype(np.float32)))
+  with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)):
+    serve(images=tf.zeros((2, 16, 16, 1), tf.uint8))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="must have shape"):
+    serve(images=tf.zeros((2, 8, 8, 3), tf.uint8))
+  del keras
+
+
+def test_predict_prints_a_label_per_image_and_rejects_a_wrong_shape(digits_run, tmp_path):
+  good = tmp_path / "good.npz"
+  np.savez(good, x_test=np.zeros((3, 8, 8, 1), np.uint8))
+  proc = subprocess.run([sys.executable, "-m", "mpl_tf.predict", f"--export_dir={digits_run}/export/student",
+                         str(good)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = [l for l in proc.stdout.splitlines() if l.startswith(str(good))]
+  assert len(lines) == 3 and all(0 <= int(l.split("\t")[1]) < 10 for l in lines)
+  bad = tmp_path / "bad.npz"
+  np.savez(bad, x_test=np.zeros((3, 16, 16, 1), np.uint8))
+  proc = subprocess.run([sys.executable, "-m", "mpl_tf.predict", f"--export_dir={digits_run}/export/student",
+                         str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode != 0 and "expects (8, 8, 1)" in proc.stderr
+
+
+RESUME = ("gin/two_moons.gin",)
+RESUME_BINDINGS = ("run.steps = 3000", "run.steps_per_execution = 50", "run.summary_every = 50",
+                   "run.checkpoint_every = 100", "run.verbose = 0", "run.export = False")
+
+
+def final_weights(workdir):
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(workdir / "checkpoints" / "mpl")))
+  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+          if name.startswith("model/") and "ITERATOR" not in name}
+
+
+def test_a_run_killed_in_the_middle_resumes_to_the_same_weights(tmp_path):
+  straight = tmp_path / "straight"
+  assert train(straight, RESUME, *RESUME_BINDINGS).returncode == 0
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(command(killed, RESUME, RESUME_BINDINGS), cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and not list((killed / "checkpoints" / "mpl").glob("ckpt-*.index")):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  interrupted_at = tf.train.latest_checkpoint(str(killed / "checkpoints" / "mpl"))
+  assert interrupted_at is not None and not (killed / "metrics.json").exists(), "the kill came too late"
+  resumed = train(killed, RESUME, *RESUME_BINDINGS)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  a, b = final_weights(straight), final_weights(killed)
+  assert a.keys() == b.keys() and any("global_step" in k for k in a)
+  for name in a:
+    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+  assert json.loads((straight / "metrics.json").read_text()) == json.loads((killed / "metrics.json").read_text())
+
+
+def test_a_nan_loss_stops_the_run_naming_step_and_metric_and_keeps_the_last_good_checkpoint(tmp_path):
+  """A healthy first leg saves step 100; a second leg whose teacher turns NaN must save nothing."""
+  uda = ("build_dataset.two_views = True", "build_dataset.noise_stddev = 0.2", "run.checkpoint_every = 50",
+         "MetaPseudoLabelsModel.uda_weight = 1.0")
+  first = train(tmp_path, RESUME, *RESUME_BINDINGS, *uda, "run.steps = 100")
+  assert first.returncode == 0, first.stderr[-2000:]
+  good = tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "mpl"))
+  assert good.endswith("ckpt-100")
+  (tmp_path / "metrics.json").unlink()
+  # temperature 0 sharpens the UDA target to softmax(z / 0): NaN from the first step of the second leg
+  proc = train(tmp_path, RESUME, *RESUME_BINDINGS, *uda, "run.steps = 400",
+               "MetaPseudoLabelsModel.uda_temperature = 0.0")
+  assert proc.returncode != 0
+  assert "non-finite values in the steps after 100" in proc.stderr
+  assert "MPL teacher logits on the unlabeled batch" in proc.stderr
+  assert f"Last good checkpoint: {good}" in proc.stderr
+  assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "mpl")) == good
+  for name, value in final_weights(tmp_path).items():
+    if value.dtype.kind == "f":
+      assert np.all(np.isfinite(value)), name
+  assert not (tmp_path / "metrics.json").exists()
