@@ -56,6 +56,8 @@ def optimizer(total_steps: int, learning_rate: float = 0.1, momentum: float = 0.
   opt = keras.optimizers.SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
   if weight_decay:
     opt.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
+  if keras.mixed_precision.global_policy().name == "mixed_float16":
+    opt = keras.mixed_precision.LossScaleOptimizer(opt)  # float16 gradients underflow without loss scaling
   return opt
 
 

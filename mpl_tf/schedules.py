@@ -72,6 +72,7 @@ def delay_learning_rate(optimizer: keras.optimizers.Optimizer, wait_steps: int) 
   """
   if wait_steps <= 0:
     return
+  optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a mixed_float16 LossScaleOptimizer
   if int(optimizer.iterations.numpy()) > 0:
     raise ValueError("delay_learning_rate must be applied before the optimizer's first step")
   inner = optimizer._learning_rate  # pylint: disable=protected-access
@@ -87,6 +88,7 @@ def learning_rate_at(optimizer: keras.optimizers.Optimizer, step=None) -> tf.Ten
   `optimizer.learning_rate` reports the rate of the previous step for schedules; the MPL feedback needs the
   rate of the step about to be taken.
   """
+  optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a mixed_float16 LossScaleOptimizer
   lr = optimizer._learning_rate  # pylint: disable=protected-access
   if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
     return tf.cast(lr(optimizer.iterations if step is None else step), tf.float32)

@@ -150,3 +150,15 @@ def test_a_nan_loss_stops_the_run_naming_step_and_metric_and_keeps_the_last_good
     if value.dtype.kind == "f":
       assert np.all(np.isfinite(value)), name
   assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_runs_end_to_end_with_float32_losses_and_export(tmp_path, policy):
+  proc = train(tmp_path, ["gin/digits.gin", "gin/smoke.gin"], f"run.mixed_precision = '{policy}'")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  assert all(np.isfinite(v) for k, v in metrics.items() if k.endswith("accuracy") or k.endswith("loss"))
+  serve = tf.saved_model.load(str(tmp_path / "export" / "student")).signatures["serving_default"]
+  out = serve(images=tf.zeros((2, 8, 8, 1), tf.uint8))
+  assert out["probabilities"].dtype == tf.float32
+  np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, rtol=1e-5)

@@ -132,6 +132,15 @@ class SemiSupervisedModel(keras.Model):
       ema_var.assign(d * ema_var + (1.0 - d) * var)
 
   @staticmethod
+  def _gradients(tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer):
+    """tape.gradient, with loss scaling when `optimizer` is a (mixed_float16) LossScaleOptimizer."""
+    if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+      # Scaling the output gradient is scaling the loss, without having to do it inside the tape.
+      scale = tf.cast(optimizer.loss_scale, loss.dtype)
+      return optimizer.get_unscaled_gradients(tape.gradient(loss, variables, output_gradients=scale))
+    return tape.gradient(loss, variables)
+
+  @staticmethod
   def _clip(grads, clip_norm: float):
     """Clips gradients by their global norm when clip_norm > 0 (official ImageNet recipe: 5)."""
     if clip_norm and clip_norm > 0:

@@ -125,7 +125,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       else:
         mpl = losses.mpl_teacher_loss(s["h"] - baseline, targets, t_logits_u)
       t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
-    t_grads = self._clip(t_tape.gradient(t_loss, t_vars), self.grad_clip_norm)
+    t_grads = self._clip(self._gradients(t_tape, t_loss, t_vars, self.teacher_optimizer), self.grad_clip_norm)
     teacher_lr = learning_rate_at(self.teacher_optimizer)
     self.teacher_optimizer.apply_gradients(zip(t_grads, t_vars))
     if self.baseline_decay > 0:
@@ -165,7 +165,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
         loss_u = tf.reduce_mean(losses.cross_entropy(targets, s_logits_u))
       else:
         loss_u = tf.reduce_mean(losses.soft_cross_entropy(targets, s_logits_u))
-    grads_u = s_tape.gradient(loss_u, variables)
+    grads_u = self._gradients(s_tape, loss_u, variables, self.student_optimizer)
     applied = self._clip([tf.stop_gradient(g) for g in grads_u], self.grad_clip_norm)
     self.student_optimizer.apply_gradients(zip(applied, variables))
 
@@ -176,7 +176,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       loss_after = tf.reduce_mean(losses.cross_entropy(y_l, student(x_l, training=False)))
     grads_after = None
     if need_grads_after or self.feedback == "dot_product":
-      grads_after = after_tape.gradient(loss_after, variables)
+      grads_after = self._gradients(after_tape, loss_after, variables, self.student_optimizer)
     for var, value in zip(stats, stats_after):
       var.assign(value)
 

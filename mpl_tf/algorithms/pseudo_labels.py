@@ -56,7 +56,7 @@ class PseudoLabelsModel(SemiSupervisedModel):
         loss_u = tf.reduce_mean(losses.cross_entropy(y_hat, s_logits_u))
       loss_l = tf.reduce_mean(losses.cross_entropy(y_l, s_logits_l))
       loss = loss_u + self.labeled_weight * loss_l
-    grads = self._clip(tape.gradient(loss, variables), self.grad_clip_norm)
+    grads = self._clip(self._gradients(tape, loss, variables, self.optimizer), self.grad_clip_norm)
     self.optimizer.apply_gradients(zip(grads, variables))
     self._track("student/loss", loss)
     self._track("student/pseudo_label_loss", loss_u)

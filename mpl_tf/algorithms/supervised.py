@@ -27,7 +27,7 @@ class SupervisedModel(SemiSupervisedModel):
     with tf.GradientTape() as tape:
       logits = self.student(x_l, training=True)
       loss = tf.reduce_mean(losses.cross_entropy(y_l, logits, self.label_smoothing))
-    grads = self._clip(tape.gradient(loss, variables), self.grad_clip_norm)
+    grads = self._clip(self._gradients(tape, loss, variables, self.optimizer), self.grad_clip_norm)
     self.optimizer.apply_gradients(zip(grads, variables))
     self._track("student/loss", loss)
     self._track_accuracy("student/train_accuracy", y_l, logits)

@@ -63,7 +63,7 @@ class UDAModel(SemiSupervisedModel):
     variables = self.student.trainable_variables
     with tf.GradientTape() as tape:
       out = uda_objective(self.student, x_l, y_l, u_weak, u_strong, self.global_step, **self.options)
-    grads = self._clip(tape.gradient(out["loss"], variables), self.grad_clip_norm)
+    grads = self._clip(self._gradients(tape, out["loss"], variables, self.optimizer), self.grad_clip_norm)
     self.optimizer.apply_gradients(zip(grads, variables))
     self._track("student/loss", out["loss"])
     self._track("student/supervised_loss", out["supervised_loss"])
