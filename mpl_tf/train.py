@@ -26,11 +26,8 @@ flags.mark_flag_as_required("workdir")
 
 def parse_gin(files, bindings) -> None:
   """Parses gin, turning gin's errors into one clear message that names the binding or file at fault."""
-  # Includes resolve against the project's gin/ folder, then the including files' folders, then ".".
-  gin.add_config_file_search_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin"))
-  for path in files:
-    gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
-  gin.add_config_file_search_path(".")
+  # Includes are written from the project root ('gin/data/digits.gin'), so they resolve from any directory.
+  gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   try:
     gin.parse_config_files_and_bindings(files, bindings)
   except (ValueError, KeyError, IOError, SyntaxError) as e:

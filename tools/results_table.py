@@ -1,0 +1,73 @@
+"""Runs `python -m mpl_tf.train` for several methods and seeds and writes a markdown table of the results.
+
+  python tools/results_table.py --gin_file=gin/digits.gin --methods=supervised,uda,mpl --seeds=0,1,2 \\
+      --out=docs/digits_results.md --workroot=runs/digits_results
+
+Each (method, seed) run gets its own work directory, so an interrupted sweep resumes where it stopped (the
+trainer resumes unfinished runs; finished ones are read from their metrics.json). The table gives mean, std
+and per-seed test accuracy of the (finetuned) student, and of the teacher where the method has one.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("gin_file", "gin/digits.gin", "experiment gin file shared by all runs")
+flags.DEFINE_list("methods", ["supervised", "uda", "mpl"], "values for run.method")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "values for run.seed (data split and initialisation)")
+flags.DEFINE_multi_string("gin_bindings", [], "extra bindings applied to every run")
+flags.DEFINE_string("workroot", "runs/results", "parent of the per-run work directories")
+flags.DEFINE_string("out", "docs/results.md", "markdown file to write")
+
+
+def run_one(method: str, seed: str) -> dict:
+  workdir = os.path.join(FLAGS.workroot, f"{method}.seed{seed}")
+  metrics_path = os.path.join(workdir, "metrics.json")
+  if not os.path.exists(metrics_path):
+    cmd = [sys.executable, "-m", "mpl_tf.train", f"--gin_file={FLAGS.gin_file}", f"--workdir={workdir}",
+           f"--gin_bindings=run.method = '{method}'", f"--gin_bindings=run.seed = {seed}",
+           "--gin_bindings=run.verbose = 0"] + [f"--gin_bindings={b}" for b in FLAGS.gin_bindings]
+    start = time.time()
+    subprocess.run(cmd, check=True)
+    print(f"{method} seed {seed}: {time.time() - start:.0f} s", flush=True)
+  with open(metrics_path) as f:
+    return json.load(f)
+
+
+def cell(values) -> str:
+  if not values:
+    return "-"
+  std = statistics.stdev(values) if len(values) > 1 else 0.0
+  return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"
+
+
+def main(argv):
+  del argv
+  results = {m: [run_one(m, s) for s in FLAGS.seeds] for m in FLAGS.methods}
+  lines = [f"Test accuracy (%) over seeds {', '.join(FLAGS.seeds)}; command: `python tools/results_table.py "
+           f"--gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} --seeds={','.join(FLAGS.seeds)}`"
+           + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings), "",
+           "| method | student (mean +- std) | student before finetune | teacher | per seed (student) |",
+           "| --- | --- | --- | --- | --- |"]
+  for method, runs in results.items():
+    student = [r["student/accuracy"] for r in runs]
+    before = [r["student/accuracy_before_finetune"] for r in runs if "student/accuracy_before_finetune" in r]
+    teacher = [r["teacher/accuracy"] for r in runs if "teacher/accuracy" in r]
+    per_seed = ", ".join(f"{100 * v:.1f}" for v in student)
+    lines.append(f"| {method} | {cell(student)} | {cell(before)} | {cell(teacher)} | {per_seed} |")
+  os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
+  with open(FLAGS.out, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
+    json.dump(results, f, indent=2, sort_keys=True)
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  app.run(main)
