@@ -12,16 +12,17 @@ from mpl_tf import MetaPseudoLabelsModel
 from mpl_tf.algorithms.pseudo_labels import PseudoLabelsModel
 from mpl_tf.algorithms.supervised import SupervisedModel
 from mpl_tf.algorithms.uda import UDAModel
-from mpl_tf.data.two_moons import two_moons_datasets
+from mpl_tf.data import build_dataset
 from mpl_tf.keras import keras
 from mpl_tf.models.mlp import build_mlp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def moons(**options):
-  options.setdefault("unlabeled_batch_size", 32)
-  return two_moons_datasets(seed=0, **options)
+def moons(strong_noise=0.0):
+  """TwoMoon with all 6 labeled points and 30 unlabeled ones a step (two views when there is noise)."""
+  return build_dataset("two_moons", seed=0, batch_size=6, uda_ratio=5, two_views=strong_noise > 0,
+                       noise_stddev=strong_noise)
 
 
 def train_mpl(seed, steps=60, **options):
@@ -32,7 +33,7 @@ def train_mpl(seed, steps=60, **options):
                                 uda_weight=1.0, ema_decay=0.9, seed=seed, **options)
   model.compile(teacher_optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                 student_optimizer=keras.optimizers.SGD(0.1, momentum=0.9), steps_per_execution=10)
-  model.fit(data["train"], steps_per_epoch=steps, epochs=1, verbose=0)
+  model.fit(data.train, steps_per_epoch=steps, epochs=1, verbose=0)
   return model
 
 
@@ -52,28 +53,28 @@ def test_each_method_trains_with_fit_and_reports_namespaced_metrics():
   data = moons(strong_noise=0.2)
   supervised = SupervisedModel(build_mlp(2, (2,)))
   supervised.compile(optimizer=keras.optimizers.SGD(0.5))
-  history = supervised.fit(data["labeled"], steps_per_epoch=50, epochs=2, verbose=0).history
+  history = supervised.fit(data.labeled, steps_per_epoch=50, epochs=2, verbose=0).history
   assert history["student/loss"][1] < history["student/loss"][0]
 
   uda = UDAModel(build_mlp(2, (2,)), uda_weight=1.0, uda_threshold=0.0)
   uda.compile(optimizer=keras.optimizers.SGD(0.5))
-  assert {"uda/loss", "uda/mask_ratio"} <= set(uda.fit(data["train"], steps_per_epoch=5, verbose=0).history)
+  assert {"uda/loss", "uda/mask_ratio"} <= set(uda.fit(data.train, steps_per_epoch=5, verbose=0).history)
 
   teacher = supervised.student
   frozen = weights(teacher)
   pseudo = PseudoLabelsModel(teacher=teacher, student=build_mlp(2, (2,)), labeled_weight=0.0)
   pseudo.compile(optimizer=keras.optimizers.SGD(0.5))
-  pseudo.fit(data["train"], steps_per_epoch=20, verbose=0)
+  pseudo.fit(data.train, steps_per_epoch=20, verbose=0)
   for a, b in zip(frozen, teacher.get_weights()):
     np.testing.assert_array_equal(a, b)  # the Pseudo Labels teacher is fixed
-  results = pseudo.evaluate(data["test"], verbose=0, return_dict=True)
+  results = pseudo.evaluate(data.test, verbose=0, return_dict=True)
   assert set(results) == {"student/loss", "student/accuracy", "teacher/loss", "teacher/accuracy"}
 
 
 def test_mpl_student_learns_the_moons_from_pseudo_labels_alone():
   """Convergence: the student never sees a label, yet matches a well-trained teacher on the moons."""
   model = train_mpl(0, steps=1500)
-  results = model.evaluate(moons()["test"], verbose=0, return_dict=True)
+  results = model.evaluate(moons().test, verbose=0, return_dict=True)
   assert results["teacher/accuracy"] > 0.8
   assert results["student/accuracy"] > 0.8
   assert results["student/accuracy"] > results["teacher/accuracy"] - 0.1

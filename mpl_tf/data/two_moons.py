@@ -36,29 +36,3 @@ def load_two_moons(num_points: int = 2000, num_labeled: int = 6, noise: float = 
   return {"x": x, "y": y.astype(np.int32), "labeled_index": labeled.astype(np.int64),
           "unlabeled_index": unlabeled.astype(np.int64)}
 
-
-def two_moons_datasets(num_points: int = 2000, num_labeled: int = 6, noise: float = 0.1, seed: int = 0,
-                       unlabeled_batch_size: int = 64, strong_noise: float = 0.0) -> Dict[str, object]:
-  """tf.data pipelines over `load_two_moons`: the MPL element stream, the labeled stream and the test set.
-
-  Every step sees all labeled points (there are only a handful) and `unlabeled_batch_size` unlabeled ones
-  (0 = all of them, full batch). With `strong_noise` > 0 each unlabeled element carries two views, the
-  point itself (weak) and the point plus Gaussian noise of that standard deviation (strong), for UDA.
-  Returns a dict with `train`, `labeled`, `test` (all points, one batch), `num_classes`, `input_shape`.
-  """
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-  data = load_two_moons(num_points, num_labeled, noise, seed)
-  x, y = data["x"], data["y"]
-  x_l, y_l = x[data["labeled_index"]], y[data["labeled_index"]]
-  x_u = x[data["unlabeled_index"]]
-  labeled = tf.data.Dataset.from_tensors((x_l, y_l)).repeat()
-  batch = unlabeled_batch_size or len(x_u)
-  unlabeled = tf.data.Dataset.from_tensor_slices(x_u).shuffle(len(x_u), seed=seed).repeat().batch(batch)
-  if strong_noise > 0:
-    unlabeled = unlabeled.enumerate().map(
-        lambda i, u: (u, u + strong_noise * tf.random.stateless_normal(tf.shape(u), seed=[seed, i])))
-  train = tf.data.Dataset.zip((labeled, unlabeled)).prefetch(tf.data.AUTOTUNE)
-  test = tf.data.Dataset.from_tensors((x, y))
-  return {"train": train, "labeled": labeled, "test": test, "num_classes": 2, "input_shape": (2,),
-          "split_name": f"two_moons.seed{seed}@{num_labeled}", "points": data}
