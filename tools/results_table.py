@@ -51,7 +51,8 @@ def main(argv):
   del argv
   results = {m: [run_one(m, s) for s in FLAGS.seeds] for m in FLAGS.methods}
   lines = [f"Test accuracy (%) over seeds {', '.join(FLAGS.seeds)}; command: `python tools/results_table.py "
-           f"--gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} --seeds={','.join(FLAGS.seeds)}`"
+           f"--gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} --seeds={','.join(FLAGS.seeds)} "
+           f"--out={FLAGS.out}`"
            + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings), "",
            "| method | student (mean +- std) | student before finetune | teacher | per seed (student) |",
            "| --- | --- | --- | --- | --- |"]
