@@ -60,6 +60,7 @@ def test_export_serves_the_live_ema_student_and_refuses_bad_inputs(digits_run):
   import gin  # pylint: disable=import-outside-toplevel
   gin.clear_config()
   gin.parse_config_files_and_bindings([str(digits_run / "operative_config.gin")], [])
+  tf.random.set_global_generator(tf.random.Generator.from_seed(0))  # as run() does, for keras-cv under determinism
   data = experiment.load_data(0)
   model = experiment.build_method("mpl", data, 0, 6)
   tuned = experiment.compile_supervised(model.eval_student, "finetune", 3)
