@@ -33,7 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 from absl import app
 from absl import flags
@@ -253,7 +253,8 @@ def diagnose(name: str, seed: int, checkpoints: Sequence[int]) -> List[Dict]:
 
   The MPL phase of `run` is one `train_phase` over the model's own Keras train function; here the same
   function runs in chunks between checkpoints on one iterator, without files. Each row: the step, the
-  accuracies on all points, the run's own mean h and labeled loss over the chunk, and `probe_feedback`.
+  accuracies on all points, the run's own mean h and labeled loss since the previous checkpoint, and
+  `probe_feedback`.
   """
   from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
   from mpl_tf.data.two_moons import load_two_moons  # pylint: disable=import-outside-toplevel
@@ -391,6 +392,9 @@ def main(argv):
   unknown = [m for m in FLAGS.methods + FLAGS.diagnose if m not in ALL]
   if unknown:
     raise app.UsageError(f"unknown methods {unknown}; known: {', '.join(ALL)}")
+  not_mpl = [m for m in FLAGS.diagnose if "run.method = 'mpl'" not in ALL[m][1]]
+  if not_mpl:
+    raise app.UsageError(f"--diagnose takes MPL variants only, got {not_mpl}")
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.get_logger().setLevel("ERROR")
   os.makedirs(FLAGS.out, exist_ok=True)
