@@ -10,8 +10,11 @@ A run is a sequence of phases, each checkpointed on its own by `mpl_tf.trainer.t
   mpl:            mpl -> finetune (optional)
   uda/supervised: train -> finetune (optional)
   pseudo_labels:  teacher (supervised) -> train (student on the frozen teacher's labels) -> finetune
+  reduced_mpl:    teacher (big, UDA or supervised) -> its predictions stored, it is freed -> mpl (reduced
+                  teacher over the stored predictions + student) -> finetune (`reduced_mpl_phases`)
 Re-running the same command after an interruption skips finished phases and resumes the current one.
 """
+import gc
 import json
 import os
 from typing import Dict, Optional
@@ -19,8 +22,9 @@ from typing import Dict, Optional
 import gin
 import tensorflow as tf
 
-from mpl_tf import trainer
+from mpl_tf import layout, trainer
 from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel
+from mpl_tf.algorithms import reduced_mpl
 from mpl_tf.algorithms.pseudo_labels import PseudoLabelsModel
 from mpl_tf.algorithms.supervised import SupervisedModel
 from mpl_tf.algorithms.uda import UDAModel
@@ -28,12 +32,14 @@ from mpl_tf.data.datasets import build_dataset
 from mpl_tf.keras import keras
 from mpl_tf.schedules import WarmupCosine
 
-METHODS = ("mpl", "uda", "supervised", "pseudo_labels")
+METHODS = ("mpl", "uda", "supervised", "pseudo_labels", "reduced_mpl")
 
 MetaPseudoLabelsModel = gin.external_configurable(MetaPseudoLabelsModel)
 PseudoLabelsModel = gin.external_configurable(PseudoLabelsModel)
 SupervisedModel = gin.external_configurable(SupervisedModel)
 UDAModel = gin.external_configurable(UDAModel)
+ReducedMetaPseudoLabelsModel = gin.external_configurable(reduced_mpl.ReducedMetaPseudoLabelsModel)
+build_reduced_teacher = gin.external_configurable(reduced_mpl.build_reduced_teacher)
 
 
 @gin.configurable
@@ -53,7 +59,9 @@ def optimizer(total_steps: int, learning_rate: float = 0.1, momentum: float = 0.
     lr = WarmupCosine(learning_rate, total_steps=total_steps, warmup_steps=warmup_steps)
   else:
     raise ValueError(f"optimizer.schedule must be 'constant' or 'cosine', got {schedule!r}")
-  opt = keras.optimizers.SGD(lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+  # On a DTensor mesh (layout.activate) a DTensor optimizer: slots take their variables' layouts.
+  opt = layout.make_optimizer(keras.optimizers.SGD, layout.active_mesh(), learning_rate=lr, momentum=momentum,
+                              nesterov=nesterov, weight_decay=weight_decay)
   if weight_decay:
     opt.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
   if keras.mixed_precision.global_policy().name == "mixed_float16":
@@ -68,7 +76,10 @@ def network(num_classes: int, input_shape, seed: int, name: str = gin.REQUIRED, 
   if builder.model_family(name) in ("mlp", "wide_resnet", "cnn"):
     options.setdefault("seed", seed)
   keras.utils.set_random_seed(seed)
-  return builder.build_model(name, num_classes=num_classes, input_shape=tuple(input_shape), **options)
+  mesh = layout.active_mesh()  # None: single device, the network as built
+  options.update(layout.network_options(builder.model_family(name), mesh))
+  net = builder.build_model(name, num_classes=num_classes, input_shape=tuple(input_shape), **options)
+  return layout.place_network(net, mesh)
 
 
 def load_data(seed: int):
@@ -88,6 +99,8 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   """
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+  # The DTensor mesh (gin/layouts/*.gin; None = single device), made before TensorFlow runs its first op.
+  layout.check_method(method, layout.activate(layout.mesh_from_config()))
   os.makedirs(workdir, exist_ok=True)
   keras.utils.set_random_seed(seed)
   tf.config.experimental.enable_op_determinism()
@@ -95,7 +108,8 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
   keras.mixed_precision.set_global_policy(mixed_precision or "float32")
   data = load_data(seed)
-  model = build_method(method, data, seed, steps)
+  # reduced_mpl builds its student only once the big teacher is gone (reduced_mpl_phases).
+  model = build_method(method, data, seed, steps) if method != "reduced_mpl" else None
   _write_config(workdir)
   common = dict(workdir=workdir, steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every,
                 summary_every=summary_every, verbose=verbose,
@@ -104,15 +118,26 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
     pretrain = compile_supervised(model.teacher, "teacher", teacher_pretrain_steps or steps)
     trainer.train_phase(pretrain, data.labeled, phase="teacher", steps=teacher_pretrain_steps or steps, **common)
     model.teacher.trainable = False
-  trainer.train_phase(model, data.train if method != "supervised" else data.labeled,
-                      phase="mpl" if method == "mpl" else "train", steps=steps, **common)
+  train_data = data.train if method != "supervised" else data.labeled
+  if method == "reduced_mpl":
+    model, train_data, stored = reduced_mpl_phases(data, seed, steps, teacher_pretrain_steps or steps, common)
+  trainer.train_phase(model, train_data, phase="mpl" if method in ("mpl", "reduced_mpl") else "train",
+                      steps=steps, **common)
   metrics = evaluate(model, data, prefix="")
+  if method == "reduced_mpl":  # the reduced teacher scored on the big teacher's stored test predictions
+    metrics["teacher/accuracy"] = reduced_mpl.evaluate_reduced_teacher(model.teacher, stored.test,
+                                                                      stored.test_labels)
+    metrics["big_teacher/accuracy"] = stored.big_teacher_accuracy
   student = model.eval_student
   if finetune_steps:
-    metrics["student/accuracy_before_finetune"] = metrics["student/accuracy"]
+    # Both states are kept, test and validation, so a results tool can choose between them on validation.
+    for key in ("student/accuracy", "validation/student/accuracy"):
+      if key in metrics:
+        metrics[key + "_before_finetune"] = metrics[key]
     tuned = compile_supervised(student, "finetune", finetune_steps)
     trainer.train_phase(tuned, data.labeled, phase="finetune", steps=finetune_steps, **common)
-    metrics.update({k: v for k, v in evaluate(tuned, data, prefix="").items() if k.startswith("student/")})
+    metrics.update({k: v for k, v in evaluate(tuned, data, prefix="").items()
+                    if k.startswith(("student/", "validation/student/"))})
   metrics.update(step=int(model.global_step.numpy()), method=method, seed=seed, split=data.split_name)
   if export:
     from mpl_tf import export as export_lib  # pylint: disable=import-outside-toplevel
@@ -127,8 +152,12 @@ def build_method(method: str, data, seed: int, steps: int) -> keras.Model:
   """The compiled Keras model for `method`, with fresh networks seeded from `seed`."""
   def net(offset):
     return network(data.num_classes, data.input_shape, seed=seed * 10 + offset)
-  if method == "mpl":
-    model = MetaPseudoLabelsModel(teacher=net(1), student=net(2), seed=seed)
+  if method in ("mpl", "reduced_mpl"):
+    if method == "mpl":
+      model = MetaPseudoLabelsModel(teacher=net(1), student=net(2), seed=seed)
+    else:  # the student and the small reduced teacher of reduced_mpl_phases
+      model = ReducedMetaPseudoLabelsModel(teacher=build_reduced_teacher(data.num_classes, seed=seed * 10 + 3),
+                                           student=net(2), seed=seed)
     with gin.config_scope("teacher"):
       t_opt = optimizer(total_steps=steps)
     with gin.config_scope("student"):
@@ -144,6 +173,40 @@ def build_method(method: str, data, seed: int, steps: int) -> keras.Model:
   with gin.config_scope("student"):
     model.compile(optimizer=optimizer(total_steps=steps))
   return model
+
+
+@gin.configurable("reduced_mpl")
+def reduced_mpl_phases(data, seed: int, steps: int, teacher_steps: int, common: Dict,
+                       big_teacher_method: str = "uda"):
+  """Reduced MPL's first phases (paper, Appendix E; `mpl_tf/algorithms/reduced_mpl.py`).
+
+  Trains the big teacher (`big_teacher_method`: 'uda' on the two-view training data, or 'supervised' on the
+  labeled data; network and optimizer under the gin scope `big_teacher`, e.g. `big_teacher/network.name`)
+  for `teacher_steps` (phase 'teacher'), stores its probabilities on the clean labeled, unlabeled and test
+  images in `workdir/predictions/big_teacher.npz`, and frees it. Only then builds the reduced teacher and the
+  student (`build_method('reduced_mpl', ...)`: reduced teacher optimizer under `teacher/`, student under
+  `student/`). A resumed run with the predictions on disk skips the big teacher altogether.
+  Returns (the compiled reduced MPL model, its training dataset, the `StoredPredictions`).
+  """
+  if big_teacher_method not in ("uda", "supervised"):
+    raise ValueError(f"reduced_mpl.big_teacher_method must be 'uda' or 'supervised', got {big_teacher_method!r}")
+  inputs = reduced_mpl.dataset_inputs(data, seed, gin.get_bindings("build_dataset"))
+  path = os.path.join(common["workdir"], "predictions", "big_teacher.npz")
+  if not os.path.exists(path):
+    with gin.config_scope("big_teacher"):
+      big = network(data.num_classes, data.input_shape, seed=seed * 10 + 1)
+      big_model = UDAModel(big) if big_teacher_method == "uda" else SupervisedModel(big)
+      big_model.compile(optimizer=optimizer(total_steps=teacher_steps))
+    trainer.train_phase(big_model, data.train if big_teacher_method == "uda" else data.labeled, phase="teacher",
+                        steps=teacher_steps, **common)
+    reduced_mpl.store_predictions(big_model.eval_student, inputs, data.test).save(path)
+    del big, big_model
+  gc.collect()  # the big teacher's Keras objects hold reference cycles: free them before the student exists
+  stored = reduced_mpl.StoredPredictions.load(path, data.split_digest)
+  model = build_method("reduced_mpl", data, seed, steps)
+  train = reduced_mpl.stored_prediction_dataset(inputs, stored, batch_size=data.batch_size,
+                                                unlabeled_batch_size=data.unlabeled_batch_size, seed=seed)
+  return model, train, stored
 
 
 def compile_supervised(network_: keras.Model, scope: str, steps: int) -> SupervisedModel:

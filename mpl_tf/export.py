@@ -14,6 +14,7 @@ from typing import Tuple
 
 import tensorflow as tf
 
+from mpl_tf import layout
 from mpl_tf.keras import keras
 
 
@@ -51,10 +52,10 @@ def single_device_twin(model: keras.Model) -> keras.Model:
     config = layer.get_config()
     if "dtype" in config:
       config["dtype"] = "float32"
-    return layer.__class__.from_config(config)
+    return layout.single_device_class(layer).from_config(config)  # plain Keras classes, also from a mesh
 
   twin = keras.models.clone_model(model, clone_function=float32_layer)
-  twin.set_weights([w.numpy() if hasattr(w, "numpy") else w for w in model.get_weights()])
+  twin.set_weights([w.numpy() if hasattr(w, "numpy") else w for w in layout.get_weights(model)])
   return twin
 
 

@@ -13,6 +13,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from mpl_tf import layout
 from mpl_tf.keras import keras
 
 
@@ -45,14 +46,16 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
     options = tf.data.Options()
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     dataset = dataset.with_options(options)
-  iterator = iter(dataset)
+  iterator = layout.iterator(dataset, layout.mesh_of(model))  # iter(dataset) off a DTensor mesh
   objects = {"model": model}
-  if checkpoint_iterator:
-    objects["iterator"] = iterator
+  if checkpoint_iterator and layout.checkpointable_iterator(iterator) is not None:
+    objects["iterator"] = iterator  # on a mesh the data position has a checkpoint of its own (mpl_tf/layout/inputs.py)
   checkpoint = tf.train.Checkpoint(**objects)
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints", phase), max_to_keep)
   if manager.latest_checkpoint:
     checkpoint.restore(manager.latest_checkpoint).expect_partial()
+    if checkpoint_iterator:
+      layout.restore_position(iterator, manager.latest_checkpoint)  # no-op off a mesh
   step = int(model.global_step.numpy())
   if step >= steps:
     return {}
@@ -97,7 +100,9 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
           tf.summary.scalar(f"eval/{name}", value)
       model.reset_metrics()
     if step % checkpoint_every < n or step == steps:
-      manager.save(checkpoint_number=step)
+      saved = manager.save(checkpoint_number=step)
+      if checkpoint_iterator:
+        layout.save_position(iterator, saved, keep=manager.checkpoints)  # no-op off a mesh
     if progress is not None:
       progress.update(step, values=[(k, v) for k, v in logs.items() if _shown(k)], finalize=step == steps)
   writer.flush()

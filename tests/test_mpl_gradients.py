@@ -22,6 +22,21 @@ def flat(variables):
   return np.concatenate([np.ravel(v.numpy()) for v in variables])
 
 
+def finite_difference_gradient(variables, objective, eps=1e-6):
+  """Central differences of `objective()` in every entry of `variables` (assigned in place; float64)."""
+  theta = flat(variables)
+
+  def at(values):
+    offset = 0
+    for v in variables:
+      v.assign(values[offset:offset + v.shape.num_elements()].reshape(v.shape))
+      offset += v.shape.num_elements()
+    return objective()
+  numeric = np.array([(at(theta + eps * e) - at(theta - eps * e)) / (2 * eps) for e in np.eye(theta.size)])
+  at(theta)
+  return numeric
+
+
 def mpl_model(teacher_seed=1, student_seed=2, student_lr=ETA, **options):
   """A fresh MPL model on tiny networks whose teacher gradient equals minus the teacher's weight change."""
   options.setdefault("teacher_supervised_weight", 0.0)
@@ -61,17 +76,9 @@ def test_soft_meta_gradient_matches_finite_differences(float64):
   reference_teacher, reference_student = tiny_mlp(1), tiny_mlp(2)
   grad, _ = teacher_gradient_of_step(model, ((x_l, y_l), x_u))
 
-  t_vars = reference_teacher.trainable_variables
-  theta = flat(t_vars)
-  def objective(values):
-    offset = 0
-    for v in t_vars:
-      v.assign(values[offset:offset + v.shape.num_elements()].reshape(v.shape))
-      offset += v.shape.num_elements()
-    return one_step_labeled_loss(reference_teacher, reference_student, x_l, y_l, x_u, tf.nn.softmax)
-  eps = 1e-6
-  numeric = np.array([(objective(theta + eps * e) - objective(theta - eps * e)) / (2 * eps)
-                      for e in np.eye(theta.size)])
+  numeric = finite_difference_gradient(
+      reference_teacher.trainable_variables,
+      lambda: one_step_labeled_loss(reference_teacher, reference_student, x_l, y_l, x_u, tf.nn.softmax))
   assert np.linalg.norm(numeric) > 1e-3, "the check is vacuous if the meta-gradient is ~0"
   np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
 

@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
 
-from mpl_tf import losses
+from mpl_tf import layout, losses
 from mpl_tf.keras import keras
 
 
@@ -56,13 +56,16 @@ class SemiSupervisedModel(keras.Model):
       raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     self.student = student
     self.ema_decay = ema_decay
+    # The DTensor mesh the networks live on (mpl_tf.layout.place_network), None on a single device; the
+    # method's own variables, counters and metrics are placed on it too.
+    self.mesh = layout.mesh_of(student)
+    layout.place_model(self, self.mesh)
     self.ema_student = None
     if ema_decay > 0:
-      self.ema_student = keras.models.clone_model(student)
+      self.ema_student = layout.clone_network(student)  # clone_model + set_weights off a mesh
       self.ema_student._name = f"ema_{student.name}"  # pylint: disable=protected-access
-      self.ema_student.set_weights(student.get_weights())
       self.ema_student.trainable = False
-    self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    self.global_step = layout.variable(0, self.mesh, dtype=tf.int64, trainable=False, name="global_step")
     # A plain holder, not a dict attribute: Keras would track a dict and put the metrics in checkpoints.
     self._metric_store = _MetricStore()
 
@@ -79,6 +82,11 @@ class SemiSupervisedModel(keras.Model):
 
   def call(self, inputs, training=False):
     return self.eval_student(inputs, training=training)
+
+  def evaluate(self, *args, **kwargs):  # pylint: disable=arguments-differ
+    if self.mesh is not None:  # a partial last batch cannot be split over a mesh: score one-device copies
+      return layout.evaluate_off_mesh(self, *args, **kwargs)
+    return super().evaluate(*args, **kwargs)
 
   def test_step(self, data):
     x, y = data[0], data[1]
@@ -107,13 +115,13 @@ class SemiSupervisedModel(keras.Model):
     """Averages `value` under `name` (e.g. `mpl/h`) until Keras resets the metrics at the epoch's end."""
     if name not in self._trackers:
       with tf.init_scope():
-        self._trackers[name] = keras.metrics.Mean(name=name)
+        self._trackers[name] = keras.metrics.Mean(name=name, **layout.metric_kwargs(self.mesh))
     self._trackers[name].update_state(tf.cast(value, tf.float32))
 
   def _track_accuracy(self, name: str, labels: tf.Tensor, logits: tf.Tensor) -> None:
     if name not in self._trackers:
       with tf.init_scope():
-        self._trackers[name] = keras.metrics.SparseCategoricalAccuracy(name=name)
+        self._trackers[name] = keras.metrics.SparseCategoricalAccuracy(name=name, **layout.metric_kwargs(self.mesh))
     self._trackers[name].update_state(labels, logits)
 
   def _results(self, names=None) -> Dict[str, tf.Tensor]:

@@ -1,7 +1,8 @@
 """Meta Pseudo Labels (Pham et al., CVPR 2021): the teacher learns from how its labels change the student.
 
 One `train_step` (Algorithm 1, with the teacher's auxiliary losses of section 3.2):
-  1. the teacher runs once on [x_l, x_u_weak(, x_u_strong)] in training mode (supervised + UDA losses);
+  1. the teacher runs once on [x_l, x_u_weak, x_u_strong] in training mode (supervised + UDA losses), or
+     without UDA on [x_l, the student's view] only;
   2. pseudo labels for the student's view: sampled from softmax(T(x_u)) (default), argmax, or the soft
      distribution itself;
   3. the student takes one optimizer step on (x_u, y_hat) only: it never sees a label during MPL;
@@ -17,7 +18,7 @@ The math is in `mpl_tf.losses`; this file only orchestrates tapes, optimizers an
 """
 import tensorflow as tf
 
-from mpl_tf import losses
+from mpl_tf import layout, losses
 from mpl_tf.algorithms.base import SemiSupervisedModel, unpack
 from mpl_tf.algorithms.uda import uda_objective
 from mpl_tf.keras import keras
@@ -79,7 +80,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
         uda_ramp_steps=uda_ramp_steps, uda_temperature=uda_temperature, uda_threshold=uda_threshold)
     self.student_view, self.student_wait_steps = student_view, student_wait_steps
     self.grad_clip_norm, self.seed = grad_clip_norm, seed
-    self.h_baseline = tf.Variable(0.0, dtype=keras.backend.floatx(), trainable=False, name="h_baseline")
+    self.h_baseline = layout.variable(0.0, self.mesh, dtype=keras.backend.floatx(), trainable=False,
+                                      name="h_baseline")
 
   @property
   def teacher_for_eval(self):
@@ -102,49 +104,66 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
                        "x_u_strong)) elements; got labeled data only")
     use_strong = u_strong is not None and self.student_view == "strong"
     u_student = u_strong if use_strong else u_weak
-    soft = self.pseudo_label_mode == "soft"
     student_lr = learning_rate_at(self.student_optimizer)
     t_vars = self.teacher.trainable_variables
     # Only the teacher's variables are watched, so the student's forward and update are not recorded here
     # unless they depend on the teacher's output (soft labels: the nested tape the meta-gradient needs).
+    # Without UDA the teacher needs the student's view only: the other view's forward and backward would cost
+    # a third more teacher work for nothing (tools/benchmark_step.py, BENCHMARKS.md).
+    uda_on = self.teacher_options["uda_weight"] > 0 and u_strong is not None
+    t_weak, t_strong = (u_weak, u_strong) if uda_on else (u_student, None)
     with tf.GradientTape(watch_accessed_variables=False) as t_tape:
       t_tape.watch(t_vars)
-      t = uda_objective(self.teacher, x_l, y_l, u_weak, u_strong, self.global_step, **self.teacher_options)
+      t = uda_objective(self.teacher, x_l, y_l, t_weak, t_strong, self.global_step, **self.teacher_options)
       # NaN logits would make sampling return out-of-range labels; fail here with a message that says so.
       t_logits_u = tf.debugging.check_numerics(t["strong"] if use_strong else t["weak"],
                                                "MPL teacher logits on the unlabeled batch")
-      if soft:
-        targets = tf.nn.softmax(t_logits_u, axis=-1)
-      else:
-        seed = tf.stack([tf.constant(self.seed, tf.int64), self.global_step])
-        targets = losses.pseudo_labels(t_logits_u, self.pseudo_label_mode, seed)
-      s = self._student_step(x_l, y_l, u_student, targets, student_lr, need_grads_after=soft)
-      baseline = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
-      if soft:
-        mpl = losses.soft_meta_objective(student_lr, s["grads_u"], s["grads_after"])
-      else:
-        mpl = losses.mpl_teacher_loss(s["h"] - baseline, targets, t_logits_u)
+      s, mpl = self._feedback(x_l, y_l, u_student, t_logits_u, student_lr)
       t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
-    t_grads = self._clip(self._gradients(t_tape, t_loss, t_vars, self.teacher_optimizer), self.grad_clip_norm)
-    teacher_lr = learning_rate_at(self.teacher_optimizer)
-    self.teacher_optimizer.apply_gradients(zip(t_grads, t_vars))
-    if self.baseline_decay > 0:
-      self.h_baseline.assign(losses.moving_average(self.h_baseline, s["h"], self.baseline_decay))
-
-    self._track("teacher/loss", t_loss)
+    self._update_teacher(t_tape, t_loss, t_vars, s, mpl, student_lr)
     self._track("teacher/supervised_loss", t["supervised_loss"])
-    self._track("teacher/mpl_loss", mpl)
-    self._track("student/loss", s["loss_u"])
-    self._track("student/labeled_loss", s["loss_before"])
-    self._track("mpl/h", s["h"])
-    self._track("mpl/h_baseline", baseline)
-    self._track("lr/student", student_lr)
-    self._track("lr/teacher", teacher_lr)
     if "uda_loss" in t:
       self._track("uda/loss", t["uda_loss"])
       self._track("uda/mask_ratio", t["uda_mask_ratio"])
       self._track("uda/weight", t["uda_weight"])
     return self._finish_step()
+
+  def _feedback(self, x_l, y_l, u, t_logits_u, student_lr):
+    """Steps 2-6 (module doc), inside the teacher's tape: pseudo labels from the teacher's logits on the
+    student's view `u`, the student's step on them, and the teacher's MPL term.
+
+    Returns (the `_student_step` dict, which also holds the baseline `b` used, and the MPL term).
+    """
+    soft = self.pseudo_label_mode == "soft"
+    if soft:
+      targets = tf.nn.softmax(t_logits_u, axis=-1)
+    else:
+      # int32: XLA compiles StatelessMultinomial for int32 seeds only (same draws as int64 off XLA).
+      seed = tf.cast(tf.stack([tf.constant(self.seed, tf.int64), self.global_step]), tf.int32)
+      targets = layout.pseudo_labels(t_logits_u, self.pseudo_label_mode, seed, self.mesh)
+    s = self._student_step(x_l, y_l, u, targets, student_lr, need_grads_after=soft)
+    s["baseline"] = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
+    if soft:
+      mpl = losses.soft_meta_objective(student_lr, s["grads_u"], s["grads_after"])
+    else:
+      mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, t_logits_u)
+    return s, mpl
+
+  def _update_teacher(self, t_tape, t_loss, t_vars, s, mpl, student_lr):
+    """Step 7: the teacher's update, the baseline's, the EMA student's (in `_finish_step`) and shared metrics."""
+    t_grads = self._clip(self._gradients(t_tape, t_loss, t_vars, self.teacher_optimizer), self.grad_clip_norm)
+    teacher_lr = learning_rate_at(self.teacher_optimizer)
+    self.teacher_optimizer.apply_gradients(zip(t_grads, t_vars))
+    if self.baseline_decay > 0:
+      self.h_baseline.assign(losses.moving_average(self.h_baseline, s["h"], self.baseline_decay))
+    self._track("teacher/loss", t_loss)
+    self._track("teacher/mpl_loss", mpl)
+    self._track("student/loss", s["loss_u"])
+    self._track("student/labeled_loss", s["loss_before"])
+    self._track("mpl/h", s["h"])
+    self._track("mpl/h_baseline", s["baseline"])
+    self._track("lr/student", student_lr)
+    self._track("lr/teacher", teacher_lr)
 
   def _student_step(self, x_l, y_l, u, targets, learning_rate, need_grads_after: bool):
     """One optimizer step of the student on (u, targets), with the labeled loss before and after it.

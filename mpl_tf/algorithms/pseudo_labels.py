@@ -6,7 +6,7 @@ confirmation bias MPL is meant to fix: it can only inherit the teacher's mistake
 """
 import tensorflow as tf
 
-from mpl_tf import losses
+from mpl_tf import layout, losses
 from mpl_tf.algorithms.base import SemiSupervisedModel, unpack
 from mpl_tf.keras import keras
 
@@ -46,13 +46,12 @@ class PseudoLabelsModel(SemiSupervisedModel):
     t_logits = self.teacher(u, training=False)
     variables = self.student.trainable_variables
     with tf.GradientTape() as tape:
-      sizes = [tf.shape(x_l)[0], tf.shape(u)[0]]
-      s_logits_l, s_logits_u = tf.split(self.student(tf.concat([x_l, u], 0), training=True), sizes, 0)
+      s_logits_l, s_logits_u = layout.split(self.student(tf.concat([x_l, u], 0), training=True), [x_l, u], self.mesh)
       if self.pseudo_label_mode == "soft":
         loss_u = tf.reduce_mean(losses.soft_cross_entropy(tf.nn.softmax(t_logits), s_logits_u))
       else:
         seed = tf.stack([tf.constant(self.seed, tf.int64), self.global_step])
-        y_hat = losses.pseudo_labels(t_logits, self.pseudo_label_mode, seed)
+        y_hat = layout.pseudo_labels(t_logits, self.pseudo_label_mode, seed, self.mesh)
         loss_u = tf.reduce_mean(losses.cross_entropy(y_hat, s_logits_u))
       loss_l = tf.reduce_mean(losses.cross_entropy(y_l, s_logits_l))
       loss = loss_u + self.labeled_weight * loss_l

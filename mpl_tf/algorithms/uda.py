@@ -7,7 +7,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
-from mpl_tf import losses
+from mpl_tf import layout, losses
 from mpl_tf.algorithms.base import SemiSupervisedModel, unpack
 from mpl_tf.keras import keras
 
@@ -25,8 +25,8 @@ def uda_objective(network: keras.Model, x_l: tf.Tensor, y_l: tf.Tensor, u_weak: 
   `supervised_loss`, `uda_loss`, `uda_mask_ratio`, `uda_weight` and their weighted sum `loss`.
   """
   parts = [x_l, u_weak] + ([u_strong] if u_strong is not None else [])
-  sizes = [tf.shape(p)[0] for p in parts]
-  logits = tf.split(network(tf.concat(parts, axis=0), training=True), sizes, axis=0)
+  # tf.split into the parts' batch sizes (a DTensor-safe split on a mesh: mpl_tf.layout.split).
+  logits = layout.split(network(tf.concat(parts, axis=0), training=True), parts, layout.mesh_of(network))
   out = {"labeled": logits[0], "weak": logits[1], "strong": logits[2] if u_strong is not None else logits[1]}
   sup = tf.reduce_mean(losses.cross_entropy(y_l, out["labeled"], label_smoothing))
   out["supervised_loss"] = sup

@@ -1,0 +1,230 @@
+"""Networks, method models, optimizers and values on a mesh; single-device copies for evaluation and export."""
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.experimental import dtensor
+
+from mpl_tf.keras import keras
+from mpl_tf.layout.mesh import MODEL, Layout, Mesh, batch_sharded, mesh_of
+from mpl_tf.layout.plan import GatheredConv2D, GatheredDense, layout_map, sharding_plan, single_device_class
+
+def place_network(network: keras.Model, mesh: Optional[Mesh]) -> keras.Model:
+  """`network` (functional, built on one device) on `mesh`, with the same weights; itself when mesh is None.
+
+  The clone has the same layer and variable names and configs, except unfused batch norm, and
+  `GatheredConv2D` / `GatheredDense` for the layers whose kernels the plan stores sharded and gathers. Random
+  layers (dropout) draw from `tf.random.Generator` on a mesh, so dropout masks differ from the single-device
+  run (equal runs need dropout 0).
+  """
+  if mesh is None:
+    return network
+  if not isinstance(network, keras.Model) or not getattr(network, "_is_graph_network", False):
+    raise TypeError(f"place_network needs a functional Keras model (LayoutMap.scope() breaks subclassed ones); "
+                    f"got {type(network).__name__}")
+  plan = {p.key: p for p in sharding_plan(network, mesh.dim_size(MODEL))}
+  if any(isinstance(l, keras.layers.Dropout) for l in network.layers):
+    keras.backend.experimental.enable_tf_random_generator()
+  initializers: Dict[str, Dict[str, Any]] = {}
+
+  def clone_layer(layer):
+    config = layer.get_config()
+    cls = type(layer)
+    if isinstance(layer, keras.layers.BatchNormalization):
+      config["fused"] = False  # fused batch norm has no DTensor layout propagation (not in get_config())
+    if plan.get(f"{layer.name}.kernel") is not None and plan[f"{layer.name}.kernel"].how == "gathered":
+      cls = {keras.layers.Conv2D: GatheredConv2D, keras.layers.Dense: GatheredDense}.get(cls, cls)
+    # The values are copied in below: initialise with zeros (no random draws, no sharded random init).
+    originals = {k: v for k, v in config.items() if k.endswith("_initializer") and v is not None}
+    config.update({k: "zeros" for k in originals})
+    initializers[layer.name] = originals
+    return cls.from_config(config)
+
+  with layout_map(network, mesh).scope():
+    clone = keras.models.clone_model(network, clone_function=clone_layer)
+  for layer in clone.layers:
+    for key, value in initializers.get(layer.name, {}).items():
+      setattr(layer, key, keras.initializers.get(value))
+    if isinstance(layer, (GatheredConv2D, GatheredDense)):
+      layer._gather_layout = Layout.replicated(mesh, layer.kernel.shape.rank)  # pylint: disable=protected-access
+  set_weights(clone, get_weights(network))
+  return clone
+
+
+def network_options(family: str, mesh: Optional[Mesh]) -> Dict[str, Any]:
+  """Builder options a family needs on a mesh: EfficientNet's depthwise convs as grouped convs."""
+  if mesh is not None and family == "efficientnet":
+    return {"grouped_depthwise": True}
+  return {}
+
+
+def single_device_copy(network: keras.Model) -> keras.Model:
+  """A plain single-device copy of a (possibly placed) functional network, same weights and layer classes
+  as the family's builder makes (GatheredConv2D -> Conv2D), built outside any mesh."""
+  def plain(layer):
+    return single_device_class(layer).from_config(layer.get_config())
+  copy = keras.models.clone_model(network, clone_function=plain)
+  copy.set_weights(get_weights(network))
+  return copy
+
+
+def evaluate_off_mesh(model: keras.Model, *args, **kwargs):
+  """`model.evaluate(*args, **kwargs)` of a method model on a mesh, run on single-device copies.
+
+  Evaluation data have a partial last batch, which a batch-sharded mesh cannot take; evaluating copies of the
+  evaluated student (and the teacher) on one device scores every example, with the same weights.
+  """
+  from mpl_tf.algorithms.base import SemiSupervisedModel  # pylint: disable=import-outside-toplevel
+
+  teacher = model.teacher_for_eval
+
+  class _Evaluator(SemiSupervisedModel):
+    @property
+    def teacher_for_eval(self):
+      return self._teacher
+
+  evaluator = _Evaluator(single_device_copy(model.eval_student))
+  evaluator._teacher = None if teacher is None else single_device_copy(teacher)  # pylint: disable=protected-access
+  evaluator.compile()
+  return evaluator.evaluate(*args, **kwargs)
+
+
+def clone_network(network: keras.Model) -> keras.Model:
+  """A copy of `network` with the same weights and the same placement (the EMA student).
+
+  Off a mesh this is exactly `keras.models.clone_model` + `set_weights`.
+  """
+  mesh = mesh_of(network)
+  if mesh is None:
+    clone = keras.models.clone_model(network)
+    clone.set_weights(network.get_weights())
+    return clone
+  lm = getattr(network, "_layout_map", None)
+  if lm is None:
+    raise ValueError("clone_network: a network on a mesh must come from place_network")
+  gathered = {l.name for l in network.layers if isinstance(l, (GatheredConv2D, GatheredDense))}
+
+  def clone_layer(layer):
+    config = layer.get_config()
+    config.update({k: "zeros" for k, v in config.items() if k.endswith("_initializer") and v is not None})
+    if isinstance(layer, keras.layers.BatchNormalization):
+      config["fused"] = False  # not in BatchNormalization.get_config()
+    return type(layer).from_config(config)
+
+  with lm.scope():
+    clone = keras.models.clone_model(network, clone_function=clone_layer)
+  for src, layer in zip(network.layers, clone.layers):
+    for key in src.get_config():
+      if key.endswith("_initializer") and hasattr(src, key):
+        setattr(layer, key, getattr(src, key))
+    if layer.name in gathered:
+      layer._gather_layout = Layout.replicated(mesh, layer.kernel.shape.rank)  # pylint: disable=protected-access
+  for dst, src in zip(clone.weights, network.weights):
+    dst.assign(src)
+  return clone
+
+
+def is_dtensor(value) -> bool:
+  if isinstance(value, dtensor.DVariable):
+    return True
+  if isinstance(value, tf.Variable):
+    value = value.handle
+  return isinstance(value, tf.Tensor) and tf.executing_eagerly() and dtensor.is_dtensor(value)
+
+
+def to_host(value) -> np.ndarray:
+  """The full value of a tensor or variable as a numpy array, gathering sharded DTensors first."""
+  if isinstance(value, np.ndarray):
+    return value
+  if not is_dtensor(value):
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+  tensor = tf.convert_to_tensor(value)
+  layout = dtensor.fetch_layout(tensor)
+  if not layout.is_fully_replicated():
+    tensor = dtensor.relayout(tensor, Layout.replicated(layout.mesh, layout.rank))
+  return dtensor.unpack(tensor)[0].numpy()
+
+
+def to_mesh(value, layout: Layout) -> tf.Tensor:
+  """A host value (numpy or tensor) as a DTensor with `layout`."""
+  tensor = tf.convert_to_tensor(value)
+  return dtensor.relayout(dtensor.copy_to_mesh(tensor, Layout.replicated(layout.mesh, layout.rank)), layout)
+
+
+def get_weights(model) -> List[np.ndarray]:
+  """`model.get_weights()`, also for sharded variables (gathered first)."""
+  if mesh_of(model) is None:
+    return model.get_weights()
+  return [to_host(w) for w in model.weights]
+
+
+def set_weights(model, values: Sequence) -> None:
+  """`model.set_weights(values)`, also for variables on a mesh (host values copied in with each layout)."""
+  if mesh_of(model) is None:
+    model.set_weights(values)
+    return
+  if len(values) != len(model.weights):
+    raise ValueError(f"set_weights: {len(values)} values for {len(model.weights)} weights")
+  for var, value in zip(model.weights, values):
+    if tuple(var.shape) != tuple(np.shape(value)):
+      raise ValueError(f"set_weights: {var.name} has shape {var.shape}, the value {np.shape(value)}")
+    var.assign(to_mesh(np.asarray(value, var.dtype.as_numpy_dtype), var.layout))
+
+
+def variable(initial_value, mesh: Optional[Mesh], **kwargs) -> tf.Variable:
+  """`tf.Variable(initial_value, **kwargs)`, a replicated `DVariable` on `mesh` when there is one."""
+  if mesh is None:
+    return tf.Variable(initial_value, **kwargs)
+  dtype = kwargs.pop("dtype", None)
+  value = tf.convert_to_tensor(initial_value, dtype=dtype)
+  with tf.init_scope():
+    return dtensor.DVariable(to_mesh(value, Layout.replicated(mesh, value.shape.rank)), **kwargs)
+
+
+def place_model(model: keras.Model, mesh: Optional[Mesh]) -> None:
+  """Puts a method model's Keras-owned counters on `mesh` (replicated); call before `compile`.
+
+  tf-keras creates a model's step counters as replicated DVariables only when it was built inside a layout
+  map scope, which subclassed models cannot be; this gives the method model the same counters by hand.
+  """
+  if mesh is None:
+    return
+  model._layout_map = keras.dtensor.experimental.LayoutMap(mesh=mesh)  # pylint: disable=protected-access
+  model._init_batch_counters()  # pylint: disable=protected-access
+
+
+def metric_kwargs(mesh: Optional[Mesh]) -> Dict[str, Any]:
+  """Extra keyword arguments for a tf-keras metric on `mesh` ({} off a mesh)."""
+  return {} if mesh is None else {"mesh": mesh}
+
+
+def make_optimizer(cls: type, mesh: Optional[Mesh], **kwargs) -> keras.optimizers.Optimizer:
+  """`cls(**kwargs)`, a tf-keras optimizer; on a mesh, its DTensor form.
+
+  On a mesh (`mesh=` of tf-keras' DTensor optimizers, `tf_keras.dtensor.experimental.optimizers`) its slots
+  are built with `zeros_like(variable)`, so they take each variable's layout (sharded slots for sharded
+  variables), and its step and learning rate are replicated DVariables. Checkpoints hold the same names
+  either way.
+  """
+  return cls(**kwargs) if mesh is None else cls(mesh=mesh, **kwargs)
+
+
+def split(x: tf.Tensor, parts: Sequence[tf.Tensor], mesh: Optional[Mesh]) -> List[tf.Tensor]:
+  """`x` split along axis 0 into pieces the batch sizes of `parts` (the tensors concatenated into x's input).
+
+  Off a mesh exactly `tf.split(x, [tf.shape(p)[0] for p in parts], axis=0)`. On a mesh DTensor's SplitV
+  expansion gives pieces of inconsistent shapes once layout propagation shards a piece along the split axis
+  (TF 2.21: "SPMD expansion resulted in op output inconsistent with the provided layout"), so there each
+  piece is a static slice of `x` made whole, relayouted to `batch`-sharded like the labels it meets.
+  """
+  if mesh is None:
+    return tf.split(x, [tf.shape(p)[0] for p in parts], axis=0)
+  x = dtensor.relayout(x, Layout.replicated(mesh, x.shape.rank))
+  pieces, start = [], 0
+  for p in parts:
+    size = p.shape[0]
+    if size is None:
+      raise ValueError("on a DTensor mesh every batch needs a static size (batch with drop_remainder=True)")
+    pieces.append(dtensor.relayout(x[start:start + size], batch_sharded(mesh, x.shape.rank)))
+    start += size
+  return pieces

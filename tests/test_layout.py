@@ -1,0 +1,117 @@
+"""mpl_tf.layout: MPL on DTensor meshes of virtual CPU devices gives the single-device run, layouts as planned.
+
+The mesh checks need virtual CPU devices configured before TensorFlow starts, so they run in one fresh process
+(`tests/dtensor_checks.py`, about 40 s of CPU) and each is reported here as its own test. The command-line test
+trains the TwoMoon smoke run on a 2 x 2 mesh picked by gin.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mpl_tf import layout
+from mpl_tf.keras import keras
+from mpl_tf.models import builder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import dtensor_checks  # pylint: disable=wrong-import-position
+
+
+@pytest.fixture(scope="module")
+def mesh_checks():
+  """Runs every check of tests/dtensor_checks.py in one process with 4 virtual CPU devices."""
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "dtensor_checks.py"), "--devices", "4"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+  assert proc.returncode == 0 and lines, f"dtensor_checks.py failed:\n{proc.stderr[-5000:]}"
+  return json.loads(lines[-1])
+
+
+@pytest.mark.parametrize("name", list(dtensor_checks.CHECKS))
+def test_on_virtual_cpu_meshes(mesh_checks, name):
+  """See each check's code in tests/dtensor_checks.py (mesh run == single-device run, layouts, round trips)."""
+  assert mesh_checks[name] == "ok", f"{name}:\n{mesh_checks[name]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(dtensor_checks.SLOW))
+def test_big_families_on_virtual_cpu_meshes(name):
+  """WRN-28-2 MPL, ResNet-50 and EfficientNet-B0 supervised steps on a 2x2 mesh == one device (minutes each)."""
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "dtensor_checks.py"), name], cwd=ROOT,
+                        capture_output=True, text=True, timeout=3600, check=False)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+  assert proc.returncode == 0 and lines, proc.stderr[-5000:]
+  result = json.loads(lines[-1])[name]
+  assert result == "ok", result
+
+
+# --- in this process: no mesh, plans, gin ----------------------------------------------------------------------
+def test_no_mesh_is_the_default_and_leaves_the_single_device_path_as_it_was():
+  assert layout.mesh_from_config() is None
+  assert layout.mesh_from_config(batch=1, model=1) is None
+  net = builder.build_model("mlp", 2, (2,), seed=0)
+  assert layout.place_network(net, None) is net and layout.mesh_of(net) is None
+  dataset = tf.data.Dataset.range(3)
+  assert isinstance(layout.iterator(dataset, None), type(iter(dataset)))
+  opt = layout.make_optimizer(keras.optimizers.SGD, None, learning_rate=0.1)
+  assert type(opt) is keras.optimizers.SGD and getattr(opt, "_mesh", None) is None
+  x = tf.range(10)
+  parts = layout.split(x, [tf.zeros([4]), tf.zeros([6])], None)
+  assert [p.numpy().tolist() for p in parts] == [[0, 1, 2, 3], [4, 5, 6, 7, 8, 9]]
+  logits = tf.random.stateless_normal([6, 3], seed=[1, 2])
+  seed = tf.constant([3, 4], tf.int64)
+  from mpl_tf import losses  # pylint: disable=import-outside-toplevel
+  np.testing.assert_array_equal(layout.pseudo_labels(logits, "sample", seed, None),
+                                losses.pseudo_labels(logits, "sample", seed))
+
+
+@pytest.mark.parametrize("shards", [2, 4])
+def test_wrn_plan_gathers_every_conv_kernel_and_replicates_batch_norm(shards):
+  net = builder.build_model("wrn28_2", 10, (32, 32, 3))
+  plan = layout.sharding_plan(net, shards)
+  by_key = {p.key: p for p in plan}
+  convs = [l.name for l in net.layers if isinstance(l, keras.layers.Conv2D)]
+  assert len(convs) == 27  # stem, 2 in each of the 12 blocks, 2 projection shortcuts
+  assert all(by_key[f"{c}.kernel"].how == "gathered" and by_key[f"{c}.kernel"].specs[-1] == "model" for c in convs)
+  assert all(not p.sharded for p in plan if "_bn." in p.key)
+  logits = by_key["logits.kernel"]
+  assert logits.sharded == (10 % shards == 0)  # 10 classes split in 2, not in 4
+  sharded = sum(np.prod(p.shape) for p in plan if p.sharded)
+  assert sharded / sum(np.prod(p.shape) for p in plan) > 0.99  # conv kernels are almost all of WRN-28-2
+
+
+def test_every_family_has_a_note_on_what_is_sharded():
+  assert set(layout.FAMILY_NOTES) == set(builder.FAMILIES)
+
+
+def test_layout_gin_files_pick_the_mesh():
+  expected = {"single_device": (1, 1), "data_parallel": (-1, 1), "data_model": (-1, 2)}
+  try:
+    for name, (batch, model) in expected.items():
+      gin.clear_config()
+      gin.parse_config_file(os.path.join(ROOT, "gin", "layouts", f"{name}.gin"))
+      assert gin.query_parameter("mesh_from_config.batch") == batch
+      assert gin.query_parameter("mesh_from_config.model") == model
+  finally:
+    gin.clear_config()
+
+
+def test_training_picks_a_2x2_mesh_from_gin_bindings(tmp_path):
+  """`python -m mpl_tf.train` on 4 virtual CPUs: every phase, checkpoints with data positions, export."""
+  cmd = [sys.executable, "-m", "mpl_tf.train", f"--workdir={tmp_path}", "--gin_file=gin/two_moons.gin",
+         "--gin_file=gin/smoke.gin", "--gin_file=gin/layouts/data_model.gin",
+         "--gin_bindings=mesh_from_config.virtual_devices = 4"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  assert metrics["step"] == 6 and 0.0 <= metrics["student/accuracy"] <= 1.0
+  assert "mesh_from_config.virtual_devices = 4" in (tmp_path / "operative_config.gin").read_text()
+  assert (tmp_path / "checkpoints" / "mpl" / "ckpt-6-data_position.index").exists()
+  served = tf.saved_model.load(str(tmp_path / "export" / "student")).signatures["serving_default"]
+  assert served(features=tf.zeros([3, 2]))["labels"].shape == (3,)

@@ -1,0 +1,155 @@
+"""MPL step time and per-device memory on DTensor meshes of virtual CPU devices, next to the single-device run.
+
+  python tools/benchmark_dtensor.py                       # step times, cnn_small on 8x8 digits-sized inputs
+  python tools/benchmark_dtensor.py --model wrn28_2 --image_size 32 --batch 8
+  python tools/benchmark_dtensor.py --memory              # per-device bytes, WRN-28-2 and ResNet-50, 1/2/4 shards
+
+Step time: one MPL step (teacher with UDA on labeled + two unlabeled views, student update, feedback, EMA) of
+the same model and data on: `single` (no DTensor: today's path), and DTensor meshes `BxM` (batch x model) of
+1, 2 and 4 virtual CPU devices. Virtual devices share this machine's cores, so the figures measure the
+overhead of the DTensor path (SPMD expansion, per-device kernels, collectives between virtual devices), not
+a speed-up. Trace is the first call (tracing + DTensor compilation); step is the median of the timed calls.
+
+Memory (`--memory`): bytes on each device of teacher + student + EMA student + both optimizers' slots (SGD
+momentum) + the optimizers' own variables, computed from each DVariable's layout (the size of its local
+shard), not measured from an allocator. The batch dimension does not change it; meshes are 1 x model.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # pylint: disable=wrong-import-position
+import tensorflow as tf  # pylint: disable=wrong-import-position
+
+from mpl_tf import layout  # pylint: disable=wrong-import-position
+
+MESHES = ("single", "1x1", "2x1", "1x2", "4x1", "2x2", "1x4")
+
+
+def parse_mesh(name):
+  if name == "single":
+    return None
+  batch, model = (int(v) for v in name.split("x"))
+  return layout.create_mesh(batch=batch, model=model, device_type="CPU")
+
+
+def build_model(mesh, name, num_classes, shape, seed=0):
+  """The compiled MPL model (UDA teacher, EMA student, SGD momentum) with its networks placed on `mesh`."""
+  from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel  # pylint: disable=import-outside-toplevel
+  from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
+  from mpl_tf.models import builder  # pylint: disable=import-outside-toplevel
+  options = {"bn_fused": False}
+  if builder.model_family(name) in ("wide_resnet", "cnn"):
+    options.update(seed=seed, dropout=0.0)
+  options.update(layout.network_options(builder.model_family(name), mesh))
+  nets = [layout.place_network(builder.build_model(name, num_classes, shape, **options), mesh) for _ in range(2)]
+  model = MetaPseudoLabelsModel(teacher=nets[0], student=nets[1], uda_weight=1.0, ema_decay=0.99, seed=seed)
+  def sgd():
+    return layout.make_optimizer(keras.optimizers.SGD, mesh, learning_rate=0.01, momentum=0.9, nesterov=True)
+  model.compile(teacher_optimizer=sgd(), student_optimizer=sgd())
+  return model
+
+
+def step_times(args):
+  shape = (args.image_size, args.image_size, args.channels)
+  rng = np.random.default_rng(0)
+  u = args.batch * args.uda_ratio
+  element = ((rng.uniform(size=(args.batch,) + shape).astype(np.float32),
+              rng.integers(0, args.num_classes, args.batch).astype(np.int32)),
+             (rng.uniform(size=(u,) + shape).astype(np.float32), rng.uniform(size=(u,) + shape).astype(np.float32)))
+  dataset = tf.data.Dataset.from_tensors(element).repeat()
+  rows = []
+  for name in args.meshes.split(","):
+    mesh = parse_mesh(name)
+    model = build_model(mesh, args.model, args.num_classes, shape)
+    iterator = layout.iterator(dataset, mesh)
+    train_function = model.make_train_function()
+    start = time.perf_counter()
+    logs = train_function(iterator)
+    float(layout.to_host(logs["teacher/loss"]))
+    trace = time.perf_counter() - start
+    for _ in range(args.warmup):
+      float(layout.to_host(train_function(iterator)["teacher/loss"]))
+    times = []
+    for _ in range(args.steps):
+      start = time.perf_counter()
+      float(layout.to_host(train_function(iterator)["teacher/loss"]))
+      times.append(time.perf_counter() - start)
+    devices = 1 if mesh is None else mesh.num_local_devices()
+    rows.append({"mesh": name, "devices": devices, "trace_s": round(trace, 1),
+                 "step_ms": round(1000 * statistics.median(times), 1),
+                 "min_ms": round(1000 * min(times), 1)})
+    print(json.dumps(rows[-1]), flush=True)
+  single = next((r["step_ms"] for r in rows if r["mesh"] == "single"), None)
+  print(f"\nMPL step, {args.model} {shape}, {args.batch} labeled + 2 x {u} unlabeled, float32 "
+        f"({os.cpu_count()} CPU cores shared by all virtual devices)")
+  print("| mesh (batch x model) | devices | first call (trace) s | step ms (median) | vs single |")
+  print("| --- | --- | --- | --- | --- |")
+  for r in rows:
+    ratio = f"{r['step_ms'] / single:.2f}x" if single else "-"
+    print(f"| {r['mesh']} | {r['devices']} | {r['trace_s']} | {r['step_ms']} | {ratio} |")
+  return rows
+
+
+def memory(args):
+  rows = []
+  for name, shape, classes in (("wrn28_2", (32, 32, 3), 10), ("resnet50", (224, 224, 3), 1000)):
+    if name not in args.memory_models.split(","):
+      continue
+    for shards in (1, 2, 4):
+      mesh = layout.create_mesh(batch=1, model=shards, device_type="CPU")
+      model = build_model(mesh, name, classes, shape)
+      for opt, net in ((model.teacher_optimizer, model.teacher), (model.student_optimizer, model.student)):
+        opt.build(net.trainable_variables)
+      parts = {
+          "teacher": layout.per_device_bytes(model.teacher.variables),
+          "student": layout.per_device_bytes(model.student.variables),
+          "ema": layout.per_device_bytes(model.ema_student.variables),
+          "optimizers": layout.per_device_bytes(model.teacher_optimizer.variables
+                                                + model.student_optimizer.variables),
+      }
+      parts["total"] = sum(parts.values())
+      rows.append({"model": name, "model_shards": shards, **{k: v / 2**20 for k, v in parts.items()}})
+      print(json.dumps(rows[-1]), flush=True)
+      del model
+  print("\nPer-device memory of MPL state (MiB, float32), from the DVariables' local shards")
+  print("| model | model shards | teacher | student | EMA student | optimizer slots | total | vs 1 shard |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  for r in rows:
+    base = next(x["total"] for x in rows if x["model"] == r["model"] and x["model_shards"] == 1)
+    print(f"| {r['model']} | {r['model_shards']} | {r['teacher']:.1f} | {r['student']:.1f} | {r['ema']:.1f} | "
+          f"{r['optimizers']:.1f} | {r['total']:.1f} | {r['total'] / base:.2f} |")
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", default="cnn_small", help="network name (mpl_tf.models.builder)")
+  parser.add_argument("--image_size", type=int, default=8)
+  parser.add_argument("--channels", type=int, default=1)
+  parser.add_argument("--num_classes", type=int, default=10)
+  parser.add_argument("--batch", type=int, default=16, help="labeled batch (divisible by 4)")
+  parser.add_argument("--uda_ratio", type=int, default=2, help="unlabeled batch = ratio x batch, two views")
+  parser.add_argument("--steps", type=int, default=10, help="timed steps per mesh")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first call")
+  parser.add_argument("--meshes", default=",".join(MESHES), help="'single' and/or BxM meshes")
+  parser.add_argument("--devices", type=int, default=4, help="virtual CPU devices")
+  parser.add_argument("--memory", action="store_true", help="per-device memory table instead of step times")
+  parser.add_argument("--memory_models", default="wrn28_2,resnet50")
+  parser.add_argument("--output", default=None, help="also write the rows to this JSON file")
+  args = parser.parse_args()
+  layout.initialize("CPU", virtual_devices=args.devices)
+  rows = memory(args) if args.memory else step_times(args)
+  if args.output:
+    with open(args.output, "w") as f:
+      json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
