@@ -1,0 +1,342 @@
+"""What one MPL training step costs, next to the passes it is made of and to a supervised step.
+
+For WRN-28-2 at 32x32 with a labeled batch of B = 16 and U = 7B = 112 unlabeled images in two views (weak and
+strong: 16 + 2 * 112 = 240 images an element), it times, interleaved in one process so that every figure sees
+the same machine load:
+  mpl/hard, mpl/hard+uda, mpl/soft, mpl/soft+uda   the real `MetaPseudoLabelsModel` train function (sampled or
+                                                   soft pseudo labels; the teacher's UDA term off or on)
+  supervised                                       `SupervisedModel` on all 240 images of the element
+  part/...                                         each forward / backward pass the MPL step needs, alone:
+    teacher_uda      teacher forward + backward + update on [x_l, x_u_weak, x_u_strong] (240 images), sup. + UDA
+    teacher_sup      the same on [x_l, x_u_strong] (128 images), supervised only: all the teacher needs w/o UDA
+    student_eval_l   student forward on x_l in inference mode (the labeled loss before, and again after)
+    student_train_u  student forward + backward + update on x_u_strong with hard labels
+    student_meta_u   the same with soft labels, plus the backward through that backward (the second-order term
+                     of the exact meta-gradient: d/d targets of grad_S L_u . v)
+    student_grad_l   student forward + backward on x_l in inference mode (the soft step's grad L_l(theta_S'))
+  and reports, per variant and jit setting: median seconds per step, images/s (240 a step), the sum of the parts
+  that variant needs, MPL / sum (the cost of the bi-level bookkeeping: 1.00 means none), MPL / supervised, and
+  the step's peak memory. The parts of each variant:
+    hard:  teacher_(uda|sup) + 2 * student_eval_l + student_train_u
+    soft:  teacher_(uda|sup) + student_eval_l + student_meta_u + student_grad_l
+Each figure is given three ways: the median wall-clock time, the median CPU time of the whole process (all its
+threads, `time.process_time`) and the best (minimum) wall-clock time. On a machine shared with other jobs the
+wall clock swings with their load (up to 4x from one step to the next on our busy 2-core box), while CPU time
+counts the work this process did and moves by a few percent; the fastest step is the least disturbed one.
+Ratios are taken within one kind of time, never across.
+
+Memory: TensorFlow's CPU allocator keeps no statistics by default (`get_memory_info('CPU:0')` reads 0), so this
+tool sets TF_CPU_ALLOCATOR_USE_BFC=true before importing TensorFlow, which makes it count. Each case is run once
+more after the timing with the statistics reset: "peak MiB" is the allocator's peak during that step minus what
+was allocated before it (activations, gradients, temporaries; the weights and optimizer slots are allocated
+already; the JSON lists each case's weights apart as `weights_mib`). It counts tensors TensorFlow allocates, not oneDNN's own scratch
+space or the process's RSS (`--memory=rss` reports the process's peak RSS growth instead, via /proc VmHWM).
+
+jit: `--jit off|on|both`; on compiles every step and part with XLA (`jit_compile=True`).
+
+Example (the figures in BENCHMARKS.md; ~25 min on a busy 2-core CPU, 8 of them XLA compiling in the first round):
+  python tools/benchmark_step.py --jit both --output /tmp/benchmark_step.json
+  python tools/benchmark_step.py --from_json /tmp/benchmark_step.json     # the tables again, from the saved run
+Quick check of the tool itself (16x16 inputs, B=4, U=8; ~2 min with --jit off, ~5 with XLA compiling):
+  python tools/benchmark_step.py --quick --jit off
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _parse(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", default="wrn28_2")
+  parser.add_argument("--image_size", type=int, default=32)
+  parser.add_argument("--batch_size", type=int, default=16, help="labeled images a step (B)")
+  parser.add_argument("--uda_ratio", type=int, default=7, help="unlabeled images per labeled one (U = ratio * B)")
+  parser.add_argument("--warmup", type=int, default=3, help="untimed rounds (tracing, XLA compilation)")
+  parser.add_argument("--steps", type=int, default=5, help="timed rounds; each case's median is reported")
+  parser.add_argument("--jit", choices=["off", "on", "both"], default="both")
+  parser.add_argument("--variants", default="hard,hard+uda,soft,soft+uda", help="MPL variants to time")
+  parser.add_argument("--memory", choices=["allocator", "rss"], default="allocator")
+  parser.add_argument("--quick", action="store_true",
+                      help="small settings to check the tool: 16x16 images, B=4, U=8, 1 warmup, 2 timed rounds")
+  parser.add_argument("--output", default=None, help="write every figure as JSON here")
+  parser.add_argument("--from_json", default=None, help="print the tables of a saved --output JSON and exit")
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.image_size, args.batch_size, args.uda_ratio, args.warmup, args.steps = 16, 4, 2, 1, 2
+  return args
+
+
+class Element:
+  """One cached training element: x_l [B], y_l [B], u_weak [U], u_strong [U], images in [0, 1]."""
+
+  def __init__(self, tf, batch_size, unlabeled, image_size, num_classes, seed=0):
+    rng = tf.random.Generator.from_seed(seed)
+    shape = (image_size, image_size, 3)
+    self.x_l = rng.uniform((batch_size,) + shape)
+    self.y_l = rng.uniform((batch_size,), 0, num_classes, dtype=tf.int32)
+    self.u_weak = rng.uniform((unlabeled,) + shape)
+    self.u_strong = rng.uniform((unlabeled,) + shape)
+    self.num_images = batch_size + 2 * unlabeled
+
+
+def build_cases(tf, keras, args, element: Element, jit: bool):
+  """name -> (one-step callable that blocks until the step is done, variables it keeps) for one jit setting."""
+  from mpl_tf import losses  # pylint: disable=import-outside-toplevel
+  from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel  # pylint: disable=import-outside-toplevel
+  from mpl_tf.algorithms.supervised import SupervisedModel  # pylint: disable=import-outside-toplevel
+  from mpl_tf.algorithms.uda import uda_objective  # pylint: disable=import-outside-toplevel
+  from mpl_tf.models.builder import build_model  # pylint: disable=import-outside-toplevel
+
+  shape = (args.image_size, args.image_size, 3)
+  seeds = iter(range(1000))
+
+  def net():
+    return build_model(args.model, num_classes=10, input_shape=shape, seed=next(seeds))
+
+  def sgd():
+    return keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
+
+  uda = dict(uda_weight=8.0, uda_temperature=0.7, uda_threshold=0.6)
+  e = element
+  cases = {}
+
+  def keras_case(model, data):
+    train_function = model.make_train_function()
+    iterator = iter(tf.data.Dataset.from_tensors(data).repeat())
+
+    def step():
+      logs = train_function(iterator)
+      return {k: float(v) for k, v in logs.items()}
+
+    return step, model.trainable_variables + model.non_trainable_variables
+
+  mpl_data = ((e.x_l, e.y_l), (e.u_weak, e.u_strong))
+  for variant in args.variants.split(","):
+    mode, _, extra = variant.partition("+")
+    options = dict(uda) if extra == "uda" else {}
+    model = MetaPseudoLabelsModel(teacher=net(), student=net(), pseudo_labels="sample" if mode == "hard" else "soft",
+                                  label_smoothing=0.15, **options)
+    model.compile(teacher_optimizer=sgd(), student_optimizer=sgd(), jit_compile=jit)
+    cases[f"mpl/{variant}"] = keras_case(model, mpl_data)
+
+  supervised = SupervisedModel(net())
+  supervised.compile(optimizer=sgd(), jit_compile=jit)
+  x_all = tf.concat([e.x_l, e.u_weak, e.u_strong], 0)
+  y_all = tf.concat([e.y_l, tf.zeros([2 * e.u_weak.shape[0]], tf.int32)], 0)
+  cases["supervised"] = keras_case(supervised, (x_all, y_all))
+
+  # The parts, each alone, on one teacher and one student network.
+  teacher, student = net(), net()
+  t_opt, s_opt = sgd(), sgd()
+  step0 = tf.constant(0, tf.int64)
+  t_vars, s_vars = teacher.trainable_variables, student.trainable_variables
+  fn = lambda f: tf.function(f, jit_compile=jit)  # pylint: disable=unnecessary-lambda-assignment
+
+  def teacher_pass(u_weak, u_strong, options):
+    with tf.GradientTape() as tape:
+      out = uda_objective(teacher, e.x_l, e.y_l, u_weak, u_strong, step0, label_smoothing=0.15, **options)
+      labels = tf.zeros([tf.shape(out["strong"])[0]], tf.int32)
+      loss = out["loss"] + tf.reduce_mean(losses.cross_entropy(labels, out["strong"]))
+    t_opt.apply_gradients(zip(tape.gradient(loss, t_vars), t_vars))
+    return loss
+
+  hard_labels = tf.random.stateless_uniform([e.u_strong.shape[0]], (1, 2), 0, 10, dtype=tf.int32)
+  soft_targets = tf.nn.softmax(tf.random.stateless_normal([e.u_strong.shape[0], 10], (3, 4)))
+  direction = [tf.random.stateless_normal(v.shape, (5, i)) * 1e-3 for i, v in enumerate(s_vars)]
+
+  def student_eval_l():
+    return tf.reduce_mean(losses.cross_entropy(e.y_l, student(e.x_l, training=False)))
+
+  def student_train_u():
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(losses.cross_entropy(hard_labels, student(e.u_strong, training=True)))
+    s_opt.apply_gradients(zip(tape.gradient(loss, s_vars), s_vars))
+    return loss
+
+  def student_meta_u():
+    targets = tf.identity(soft_targets)
+    with tf.GradientTape(watch_accessed_variables=False) as outer:
+      outer.watch(targets)
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(losses.soft_cross_entropy(targets, student(e.u_strong, training=True)))
+      grads = tape.gradient(loss, s_vars)
+      s_opt.apply_gradients(zip([tf.stop_gradient(g) for g in grads], s_vars))
+      dot = tf.add_n([tf.reduce_sum(g * d) for g, d in zip(grads, direction)])
+    return tf.reduce_sum(outer.gradient(dot, targets))
+
+  def student_grad_l():
+    with tf.GradientTape() as tape:
+      loss = student_eval_l()
+    return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(loss, s_vars)])
+
+  parts = {
+      "teacher_uda": fn(lambda: teacher_pass(e.u_weak, e.u_strong, uda)),
+      "teacher_sup": fn(lambda: teacher_pass(e.u_strong, None, {})),
+      "student_eval_l": fn(student_eval_l),
+      "student_train_u": fn(student_train_u),
+      "student_meta_u": fn(student_meta_u),
+      "student_grad_l": fn(student_grad_l),
+  }
+  kept = teacher.weights + student.weights
+  for name, f in parts.items():
+    cases[f"part/{name}"] = ((lambda f=f: float(f())), kept)
+  return cases
+
+
+PART_NAMES = ("teacher_uda", "teacher_sup", "student_eval_l", "student_train_u", "student_meta_u", "student_grad_l")
+PARTS = {
+    "hard": {"student_eval_l": 2, "student_train_u": 1},
+    "soft": {"student_eval_l": 1, "student_meta_u": 1, "student_grad_l": 1},
+}
+
+
+def parts_of(variant):
+  mode, _, extra = variant.partition("+")
+  counts = dict(PARTS[mode])
+  counts["teacher_uda" if extra == "uda" else "teacher_sup"] = 1
+  return counts
+
+
+def _vm_kib(field):
+  with open("/proc/self/status") as f:
+    return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
+
+
+def peak_memory_mib(tf, step, how):
+  """Peak memory of one step above what was allocated before it, in MiB (see the module docstring)."""
+  if how == "rss":
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    before = _vm_kib("VmRSS")
+    step()
+    return (_vm_kib("VmHWM") - before) / 1024
+  tf.config.experimental.reset_memory_stats("CPU:0")
+  before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+  step()
+  return (tf.config.experimental.get_memory_info("CPU:0")["peak"] - before) / 2**20
+
+
+def main(argv=None):
+  args = _parse(argv)
+  if args.from_json:
+    with open(args.from_json) as f:
+      report = json.load(f)
+    print(f"{report['command']}\n{report['machine']}, TensorFlow {report['tensorflow']}")
+    print(render(report))
+    return report
+  if args.memory == "allocator":
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
+
+  unlabeled = args.batch_size * args.uda_ratio
+  element = Element(tf, args.batch_size, unlabeled, args.image_size, 10)
+  jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
+  cases = {}
+  for jit in jits:
+    for name, case in build_cases(tf, keras, args, element, jit).items():
+      cases[(name, jit)] = case
+  keys = list(cases)
+  print(f"{args.model} {args.image_size}x{args.image_size}, B={args.batch_size}, U={unlabeled} in two views: "
+        f"{element.num_images} images an element; {len(keys)} cases, {args.warmup} warmup + {args.steps} timed "
+        f"rounds, interleaved; {os.cpu_count()} CPUs", flush=True)
+
+  times = {key: [] for key in keys}
+  cpu_times = {key: [] for key in keys}
+  for round_ in range(args.warmup + args.steps):
+    start_round = time.perf_counter()
+    order = keys[round_ % len(keys):] + keys[:round_ % len(keys)]  # rotate, so no case always follows another
+    for key in order:
+      start, start_cpu = time.perf_counter(), time.process_time()
+      cases[key][0]()
+      if round_ >= args.warmup:
+        times[key].append(time.perf_counter() - start)
+        cpu_times[key].append(time.process_time() - start_cpu)
+    print(f"round {round_ + 1}/{args.warmup + args.steps}{' (warmup)' if round_ < args.warmup else ''}: "
+          f"{time.perf_counter() - start_round:.0f} s", flush=True)
+
+  memory = {key: peak_memory_mib(tf, cases[key][0], args.memory) for key in keys}
+  state = {key: sum(v.shape.num_elements() * v.dtype.size for v in cases[key][1]) / 2**20 for key in keys}
+  report = {"command": "python tools/benchmark_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
+            "tensorflow": tf.__version__, "model": args.model, "image_size": args.image_size,
+            "batch_size": args.batch_size, "unlabeled_batch_size": unlabeled, "images_per_step": element.num_images,
+            "warmup": args.warmup, "steps": args.steps, "memory": args.memory, "variants": args.variants.split(","),
+            "jit": [bool(j) for j in jits], "cases": {}}
+  for (name, jit), t in times.items():
+    report["cases"][_case_name(name, jit)] = {
+        "all_s": t, "all_cpu_s": cpu_times[(name, jit)], "peak_mib": memory[(name, jit)],
+        "weights_mib": state[(name, jit)]}
+  text = render(report)
+  print(text)
+  if args.output:
+    with open(args.output, "w") as f:
+      json.dump(report, f, indent=2)
+  return report
+
+
+def _case_name(name: str, jit: bool) -> str:
+  return f"{name}{' jit' if jit else ''}"
+
+
+def render(report) -> str:
+  """The tables of a run (also from its saved JSON: `--from_json`); adds the derived figures to `report`.
+
+  Per case: median wall, median CPU and best (minimum) wall seconds. Ratios: MPL / sum of its parts and MPL /
+  supervised, each within one kind of time: medians of wall, medians of CPU, and minima of wall (the least
+  disturbed step of each case; on a loaded machine the closest to an idle one).
+  """
+  cases, n_img = report["cases"], report["images_per_step"]
+  med = {k: statistics.median(v["all_s"]) for k, v in cases.items()}
+  cpu = {k: statistics.median(v["all_cpu_s"]) for k, v in cases.items()}
+  best = {k: min(v["all_s"]) for k, v in cases.items()}
+  report["mpl"] = {}
+  lines = []
+  for jit in report["jit"]:
+    c = lambda name: _case_name(name, jit)  # pylint: disable=unnecessary-lambda-assignment,cell-var-from-loop
+    sup = c("supervised")
+    lines += [f"\njit {'on' if jit else 'off'}: {report['steps']} interleaved rounds. wall = median wall-clock "
+              f"s/step, cpu = median process CPU s/step, best = fastest wall s/step; images/s = {n_img} / wall",
+              "| step | wall | images/s | cpu | best | / parts: wall, cpu, best | / supervised: wall, cpu, best "
+              "| peak MiB |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for variant in report["variants"]:
+      key, counts = c(f"mpl/{variant}"), parts_of(variant)
+      parts = {kind: sum(n * table[c(f"part/{p}")] for p, n in counts.items())
+               for kind, table in (("wall", med), ("cpu", cpu), ("best", best))}
+      to_parts = (med[key] / parts["wall"], cpu[key] / parts["cpu"], best[key] / parts["best"])
+      to_sup = (med[key] / med[sup], cpu[key] / cpu[sup], best[key] / best[sup])
+      report["mpl"][key] = {
+          "s_per_step": med[key], "images_per_s": n_img / med[key], "cpu_s_per_step": cpu[key],
+          "best_s_per_step": best[key], "parts": counts, "sum_of_parts": parts,
+          "ratio_to_parts": dict(zip(("wall", "cpu", "best"), to_parts)),
+          "ratio_to_supervised": dict(zip(("wall", "cpu", "best"), to_sup)), "peak_mib": cases[key]["peak_mib"]}
+      lines.append(f"| mpl/{variant} | {med[key]:.2f} | {n_img / med[key]:.0f} | {cpu[key]:.2f} | {best[key]:.2f} | "
+                   + ", ".join(f"{r:.2f}" for r in to_parts) + " | " + ", ".join(f"{r:.2f}" for r in to_sup)
+                   + f" | {cases[key]['peak_mib']:.0f} |")
+    lines.append(f"| supervised ({n_img} images) | {med[sup]:.2f} | {n_img / med[sup]:.0f} | {cpu[sup]:.2f} | "
+                 f"{best[sup]:.2f} | | 1, 1, 1 | {cases[sup]['peak_mib']:.0f} |")
+    for name in PART_NAMES:
+      key = c(f"part/{name}")
+      lines.append(f"| part/{name} | {med[key]:.2f} | | {cpu[key]:.2f} | {best[key]:.2f} | | "
+                   f"{med[key] / med[sup]:.2f}, {cpu[key] / cpu[sup]:.2f}, {best[key] / best[sup]:.2f} | "
+                   f"{cases[key]['peak_mib']:.0f} |")
+  if len(report["jit"]) == 2:
+    names = [f"mpl/{v}" for v in report["variants"]] + ["supervised"]
+    lines.append("\njit on / jit off (wall, cpu, best): " + ", ".join(
+        f"{n} {med[n + ' jit'] / med[n]:.2f}, {cpu[n + ' jit'] / cpu[n]:.2f}, {best[n + ' jit'] / best[n]:.2f}"
+        for n in names))
+  lines.append("\npeak MiB: " + ("TF CPU allocator (BFC) peak during one step above what was allocated before it"
+                                  if report["memory"] == "allocator" else "process VmHWM growth during one step"))
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  main()
