@@ -139,11 +139,12 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
     metrics.update({k: v for k, v in evaluate(tuned, data, prefix="").items()
                     if k.startswith(("student/", "validation/student/"))})
   metrics.update(step=int(model.global_step.numpy()), method=method, seed=seed, split=data.split_name)
-  if export:
-    from mpl_tf import export as export_lib  # pylint: disable=import-outside-toplevel
-    export_lib.export_student(student, os.path.join(workdir, "export", "student"), data)
-  with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=2, sort_keys=True)
+  if layout.is_chief():  # several DTensor clients share the workdir: one writes the run's files
+    if export:
+      from mpl_tf import export as export_lib  # pylint: disable=import-outside-toplevel
+      export_lib.export_student(student, os.path.join(workdir, "export", "student"), data)
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+      json.dump(metrics, f, indent=2, sort_keys=True)
   _write_config(workdir)
   return metrics
 
@@ -228,5 +229,7 @@ def evaluate(model: keras.Model, data, prefix: str) -> Dict[str, float]:
 
 
 def _write_config(workdir: str) -> None:
+  if not layout.is_chief():
+    return
   with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
     f.write(gin.operative_config_str())

@@ -86,6 +86,15 @@ def test_wrn_plan_gathers_every_conv_kernel_and_replicates_batch_norm(shards):
   assert sharded / sum(np.prod(p.shape) for p in plan) > 0.99  # conv kernels are almost all of WRN-28-2
 
 
+def test_only_dtensor_client_zero_writes_the_run_files(monkeypatch):
+  assert layout.is_chief()  # one process, no DTENSOR_* variables
+  monkeypatch.setenv("DTENSOR_JOBS", "host0:9991,host1:9991")
+  monkeypatch.setenv("DTENSOR_CLIENT_ID", "1")
+  assert not layout.is_chief()
+  monkeypatch.setenv("DTENSOR_CLIENT_ID", "0")
+  assert layout.is_chief()
+
+
 def test_every_family_has_a_note_on_what_is_sharded():
   assert set(layout.FAMILY_NOTES) == set(builder.FAMILIES)
 

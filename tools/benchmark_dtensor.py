@@ -12,12 +12,19 @@ a speed-up. Trace is the first call (tracing + DTensor compilation); step is the
 
 Memory (`--memory`): bytes on each device of teacher + student + EMA student + both optimizers' slots (SGD
 momentum) + the optimizers' own variables, computed from each DVariable's layout (the size of its local
-shard), not measured from an allocator. The batch dimension does not change it; meshes are 1 x model.
+shard). The batch dimension does not change it; meshes are 1 x model. Cross-check with real memory: virtual
+CPU devices share one process (and one allocator: TF's BFC CPU allocator, which would count bytes, fails on
+DTensor's variable initialisation), so no per-device figure can be read, but the process's resident memory
+grows, over all devices, by the layout figure x the number of devices if each device holds only its shard, and
+by `model` times more if the shards were full copies; the `RSS / layouts` column is that ratio (above 1: the
+single-device networks built first and copied in, traced functions, allocator slack).
 """
 import argparse
+import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -97,34 +104,51 @@ def step_times(args):
   return rows
 
 
+def resident_bytes() -> int:
+  """The process's resident set size (Linux /proc), in bytes."""
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def memory_case(name: str, shards: int) -> dict:
+  """Per-device bytes of one model on a 1 x `shards` mesh, and the process's RSS growth while building it."""
+  shape, classes = {"wrn28_2": ((32, 32, 3), 10), "resnet50": ((224, 224, 3), 1000)}[name]
+  mesh = layout.create_mesh(batch=1, model=shards, device_type="CPU")
+  gc.collect()
+  rss_before = resident_bytes()
+  model = build_model(mesh, name, classes, shape)
+  for opt, net in ((model.teacher_optimizer, model.teacher), (model.student_optimizer, model.student)):
+    opt.build(net.trainable_variables)
+  gc.collect()
+  rss = resident_bytes() - rss_before
+  parts = {
+      "teacher": layout.per_device_bytes(model.teacher.variables),
+      "student": layout.per_device_bytes(model.student.variables),
+      "ema": layout.per_device_bytes(model.ema_student.variables),
+      "optimizers": layout.per_device_bytes(model.teacher_optimizer.variables + model.student_optimizer.variables),
+  }
+  parts["total"] = sum(parts.values())
+  return {"model": name, "model_shards": shards, **{k: v / 2**20 for k, v in parts.items()},
+          "rss_vs_layouts": rss / (parts["total"] * shards)}
+
+
 def memory(args):
+  """One fresh process per (model, shards), so that the RSS growth is that case's alone."""
   rows = []
-  for name, shape, classes in (("wrn28_2", (32, 32, 3), 10), ("resnet50", (224, 224, 3), 1000)):
-    if name not in args.memory_models.split(","):
-      continue
+  for name in args.memory_models.split(","):
     for shards in (1, 2, 4):
-      mesh = layout.create_mesh(batch=1, model=shards, device_type="CPU")
-      model = build_model(mesh, name, classes, shape)
-      for opt, net in ((model.teacher_optimizer, model.teacher), (model.student_optimizer, model.student)):
-        opt.build(net.trainable_variables)
-      parts = {
-          "teacher": layout.per_device_bytes(model.teacher.variables),
-          "student": layout.per_device_bytes(model.student.variables),
-          "ema": layout.per_device_bytes(model.ema_student.variables),
-          "optimizers": layout.per_device_bytes(model.teacher_optimizer.variables
-                                                + model.student_optimizer.variables),
-      }
-      parts["total"] = sum(parts.values())
-      rows.append({"model": name, "model_shards": shards, **{k: v / 2**20 for k, v in parts.items()}})
+      proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory_case", f"{name}:{shards}",
+                             "--devices", str(args.devices)], capture_output=True, text=True, check=True)
+      rows.append(json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1]))
       print(json.dumps(rows[-1]), flush=True)
-      del model
   print("\nPer-device memory of MPL state (MiB, float32), from the DVariables' local shards")
-  print("| model | model shards | teacher | student | EMA student | optimizer slots | total | vs 1 shard |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  print("| model | model shards | teacher | student | EMA student | optimizer slots | total | vs 1 shard | "
+        "RSS / layouts |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     base = next(x["total"] for x in rows if x["model"] == r["model"] and x["model_shards"] == 1)
     print(f"| {r['model']} | {r['model_shards']} | {r['teacher']:.1f} | {r['student']:.1f} | {r['ema']:.1f} | "
-          f"{r['optimizers']:.1f} | {r['total']:.1f} | {r['total'] / base:.2f} |")
+          f"{r['optimizers']:.1f} | {r['total']:.1f} | {r['total'] / base:.2f} | {r['rss_vs_layouts']:.2f} |")
   return rows
 
 
@@ -142,9 +166,14 @@ def main():
   parser.add_argument("--devices", type=int, default=4, help="virtual CPU devices")
   parser.add_argument("--memory", action="store_true", help="per-device memory table instead of step times")
   parser.add_argument("--memory_models", default="wrn28_2,resnet50")
+  parser.add_argument("--memory_case", default=None, help="internal: MODEL:SHARDS, one row of --memory")
   parser.add_argument("--output", default=None, help="also write the rows to this JSON file")
   args = parser.parse_args()
   layout.initialize("CPU", virtual_devices=args.devices)
+  if args.memory_case:
+    name, shards = args.memory_case.split(":")
+    print(json.dumps(memory_case(name, int(shards))))
+    return
   rows = memory(args) if args.memory else step_times(args)
   if args.output:
     with open(args.output, "w") as f:

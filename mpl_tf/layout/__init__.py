@@ -51,8 +51,8 @@ os.environ.setdefault("DTENSOR_ENABLE_COMBINE_ALL_REDUCES_OPTIMIZATION", "0")
 from mpl_tf.layout.inputs import (POSITION_SUFFIX, MeshIterator, checkpointable_iterator, iterator, pseudo_labels,
                                   restore_position, sample_categorical, save_position)
 from mpl_tf.layout.mesh import (BATCH, MODEL, SUPPORTED_METHODS, UNSHARDED, Layout, Mesh, activate, active_mesh,
-                                batch_sharded, check_method, create_mesh, initialize, mesh_from_config, mesh_of,
-                                replicated)
+                                batch_sharded, check_method, create_mesh, initialize, is_chief, mesh_from_config,
+                                mesh_of, replicated)
 from mpl_tf.layout.networks import (clone_network, evaluate_off_mesh, get_weights, is_dtensor, make_optimizer,
                                     metric_kwargs, network_options, place_model, place_network, set_weights,
                                     single_device_copy, split, to_host, to_mesh, variable)

@@ -103,6 +103,15 @@ def create_mesh(batch: int = -1, model: int = 1, device_type: Optional[str] = No
   return dtensor.create_mesh(dims, devices=devices, device_type=device_type)
 
 
+def is_chief() -> bool:
+  """Whether this process writes a run's own files (metrics, export, config): DTensor client 0, or the only one.
+
+  Every client of a multi-host mesh runs the same program on a shared workdir; checkpoints are written by all
+  (DTensor saves collectively), files that are not checkpoints by client 0 only.
+  """
+  return dtensor.client_id() == 0
+
+
 _ACTIVE: Dict[str, Optional[Mesh]] = {"mesh": None}
 
 
