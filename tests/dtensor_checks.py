@@ -302,6 +302,24 @@ def evaluation_of_a_mesh_model_scores_every_example():
     np.testing.assert_allclose(results[1][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+@check
+def mixed_precision_on_a_mesh_is_refused_with_a_clear_error():
+  """tf-keras leaves mixed-precision variables as LazyInitVariables under LayoutMap.scope() (AutoCastVariable
+  hides them from the layout map): refused up front instead of failing later with an AttributeError."""
+  from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
+  mesh = layout.create_mesh(batch=2, model=1, device_type="CPU")
+  teacher, _, _ = networks("mlp")
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    layout.place_network(teacher, mesh)
+  except NotImplementedError as error:
+    assert "mixed_bfloat16" in str(error) and "float32" in str(error), error
+  else:
+    raise AssertionError("a mixed-precision network was placed on a mesh")
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+
+
 @slow_check
 def wrn28_2_mpl_on_data_model_mesh_equals_single_device():
   compare_with_single_device(batch=2, model=2, name="wrn28_2", steps=2, noise_floor=True)

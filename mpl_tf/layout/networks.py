@@ -22,6 +22,13 @@ def place_network(network: keras.Model, mesh: Optional[Mesh]) -> keras.Model:
   if not isinstance(network, keras.Model) or not getattr(network, "_is_graph_network", False):
     raise TypeError(f"place_network needs a functional Keras model (LayoutMap.scope() breaks subclassed ones); "
                     f"got {type(network).__name__}")
+  policy = keras.mixed_precision.global_policy()
+  if policy.compute_dtype != policy.variable_dtype:
+    # Under a mixed policy tf-keras wraps each variable in an AutoCastVariable, which hides the LazyInitVariable
+    # inside from LayoutMap's replacement: the network would hold uninitialised variables with no layout.
+    raise NotImplementedError(f"a {policy.name} network cannot be placed on a DTensor mesh (tf-keras' LayoutMap does "
+                              "not reach variables wrapped for mixed precision); use run.mixed_precision = None "
+                              "(float32) on a mesh")
   plan = {p.key: p for p in sharding_plan(network, mesh.dim_size(MODEL))}
   if any(isinstance(l, keras.layers.Dropout) for l in network.layers):
     keras.backend.experimental.enable_tf_random_generator()
