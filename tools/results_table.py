@@ -10,12 +10,13 @@ and per-seed test accuracy of the (finetuned) student, and of the teacher where 
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 from absl import app
 from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run_lib  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("gin_file", "gin/digits.gin", "experiment gin file shared by all runs")
@@ -27,17 +28,8 @@ flags.DEFINE_string("out", "docs/results.md", "markdown file to write")
 
 
 def run_one(method: str, seed: str) -> dict:
-  workdir = os.path.join(FLAGS.workroot, f"{method}.seed{seed}")
-  metrics_path = os.path.join(workdir, "metrics.json")
-  if not os.path.exists(metrics_path):
-    cmd = [sys.executable, "-m", "mpl_tf.train", f"--gin_file={FLAGS.gin_file}", f"--workdir={workdir}",
-           f"--gin_bindings=run.method = '{method}'", f"--gin_bindings=run.seed = {seed}",
-           "--gin_bindings=run.verbose = 0"] + [f"--gin_bindings={b}" for b in FLAGS.gin_bindings]
-    start = time.time()
-    subprocess.run(cmd, check=True)
-    print(f"{method} seed {seed}: {time.time() - start:.0f} s", flush=True)
-  with open(metrics_path) as f:
-    return json.load(f)
+  return run_lib.train(FLAGS.gin_file, os.path.join(FLAGS.workroot, f"{method}.seed{seed}"),
+               [f"run.method = '{method}'", f"run.seed = {seed}"] + FLAGS.gin_bindings)
 
 
 def cell(values) -> str:

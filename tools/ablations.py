@@ -1,0 +1,206 @@
+"""Digits ablations of Meta Pseudo Labels: does the teacher's feedback help? Writes a table, its JSON and a plot
+(RESULTS.md discusses them).
+
+  python tools/ablations.py --seeds=0,1,2,3,4 --out=docs/ablations.md --workroot=runs/ablations
+
+Every configuration trains on scikit-learn digits with 5 labels a class and 200 validation images (20 a class)
+held out of the unlabeled pool, from `gin/digits.gin` (small CNN, SGD Nesterov, cosine) with `run.steps`
+set by --steps for all methods alike. Each run's student is scored on the 500 test images before and after
+the finetuning phase; the "selected" column takes, per seed, whichever of the two has the higher *validation*
+accuracy (ties: finetuned), so nothing is chosen on the test set. The feedback is isolated by running the same
+MPL configuration with `mpl_weight` 1 (the method), 0 (h switched off: the teacher learns from labels (and
+UDA) only, its labels still train the student) and -1 (the sign flipped, as in the popular ports), on the same
+seeds, so the paired per-seed difference is reported alongside the means.
+
+Runs are resumable and cached per (configuration, seed) under --workroot (`run_lib.train`).
+"""
+import json
+import os
+import statistics
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run_lib  # pylint: disable=wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "values for run.seed (data split and initialisation)")
+flags.DEFINE_list("configs", None, "configurations to run (default: all of CONFIGS, in order)")
+flags.DEFINE_integer("steps", 1500, "training steps of every method's main phase (and of Pseudo Labels' and "
+                     "Reduced MPL's teacher phase)")
+flags.DEFINE_integer("num_validation", 200, "validation images held out of digits' unlabeled pool")
+flags.DEFINE_string("workroot", "runs/ablations", "parent of the per-run work directories")
+flags.DEFINE_string("out", "docs/ablations.md", "markdown table to write (and its .json beside it); RESULTS.md "
+                    "quotes it")
+flags.DEFINE_string("plot", "docs/ablations.png", "plot to write")
+
+_MPL = "run.method = 'mpl'"
+_NO_UDA = "MetaPseudoLabelsModel.uda_weight = 0.0"
+# name -> (gin file, bindings, description). The MPL rows without UDA isolate the feedback best: there the
+# teacher learns from 50 labels plus the student's feedback and nothing else.
+CONFIGS = {
+    "supervised": ("gin/digits.gin", ["run.method = 'supervised'"], "student on the 50 labels only"),
+    "pseudo_labels": ("gin/digits.gin", ["run.method = 'pseudo_labels'"],
+                      "frozen supervised teacher's sampled labels"),
+    "uda": ("gin/digits.gin", ["run.method = 'uda'"], "UDA (supervised + consistency), one network"),
+    "mpl_sample": ("gin/digits.gin", [_MPL, _NO_UDA], "MPL, sampled hard labels"),
+    "mpl_argmax": ("gin/digits.gin", [_MPL, _NO_UDA, "MetaPseudoLabelsModel.pseudo_labels = 'argmax'"],
+                   "MPL, argmax hard labels"),
+    "mpl_soft": ("gin/digits.gin", [_MPL, _NO_UDA, "MetaPseudoLabelsModel.pseudo_labels = 'soft'"],
+                 "MPL, soft labels, exact meta-gradient"),
+    "mpl_sample_h0": ("gin/digits.gin", [_MPL, _NO_UDA, "MetaPseudoLabelsModel.mpl_weight = 0.0"],
+                      "ablation: MPL sample with the feedback off (h = 0)"),
+    "mpl_sample_flipped": ("gin/digits.gin", [_MPL, _NO_UDA, "MetaPseudoLabelsModel.mpl_weight = -1.0"],
+                           "ablation: MPL sample with the sign of h flipped (popular ports)"),
+    "mpl_uda": ("gin/digits.gin", [_MPL], "MPL + the teacher's UDA (the paper's configuration)"),
+    "mpl_uda_h0": ("gin/digits.gin", [_MPL, "MetaPseudoLabelsModel.mpl_weight = 0.0"],
+                   "ablation: MPL + UDA with the feedback off"),
+    "mpl_uda_flipped": ("gin/digits.gin", [_MPL, "MetaPseudoLabelsModel.mpl_weight = -1.0"],
+                        "ablation: MPL + UDA with the sign of h flipped"),
+    "reduced_mpl": ("gin/digits_reduced_mpl.gin", ["run.method = 'reduced_mpl'"],
+                    "Reduced MPL (Appendix E): UDA big teacher, MLP reduced teacher"),
+}
+# (method, its feedback-off and flipped twins) for the paired differences.
+PAIRS = (("mpl_sample", "mpl_sample_h0", "mpl_sample_flipped"), ("mpl_uda", "mpl_uda_h0", "mpl_uda_flipped"))
+
+
+def run_config(name: str, seed: str) -> dict:
+  gin_file, bindings, _ = CONFIGS[name]
+  common = [f"run.seed = {seed}", f"STEPS = {FLAGS.steps}", f"build_dataset.num_validation = {FLAGS.num_validation}"]
+  return run_lib.train(gin_file, os.path.join(FLAGS.workroot, f"{name}.seed{seed}"), bindings + common)
+
+
+def scores(metrics: dict) -> dict:
+  """Test accuracy without and with finetuning, and the one of the two chosen on validation."""
+  after = metrics["student/accuracy"]
+  before = metrics.get("student/accuracy_before_finetune", after)
+  val_after = metrics.get("validation/student/accuracy")
+  val_before = metrics.get("validation/student/accuracy_before_finetune", val_after)
+  if val_after is None:
+    raise ValueError("the run holds no validation split out: set build_dataset.num_validation")
+  return dict(before=before, after=after, selected=after if val_after >= val_before else before,
+              finetune_chosen=val_after >= val_before, validation=max(val_after, val_before),
+              teacher=metrics.get("teacher/accuracy"))
+
+
+def mean_std(values) -> str:
+  values = [v for v in values if v is not None]
+  if not values:
+    return "-"
+  std = statistics.stdev(values) if len(values) > 1 else 0.0
+  return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"
+
+
+def table(results: dict) -> list:
+  lines = ["| configuration | no finetune | finetuned | selected on validation | teacher | per seed (selected) |",
+           "| --- | --- | --- | --- | --- | --- |"]
+  for name, runs in results.items():
+    s = [scores(m) for m in runs]
+    per_seed = ", ".join(f"{100 * x['selected']:.1f}" for x in s)
+    lines.append(f"| {name} | {mean_std([x['before'] for x in s])} | {mean_std([x['after'] for x in s])} | "
+                 f"{mean_std([x['selected'] for x in s])} | {mean_std([x['teacher'] for x in s])} | {per_seed} |")
+  return lines
+
+
+def paired(results: dict) -> list:
+  """Per-seed differences of the method minus each ablation (selected accuracy, percentage points)."""
+  lines = ["| comparison | mean difference (pp) | std | seeds better / equal / worse |", "| --- | --- | --- | --- |"]
+  for label, diffs in paired_differences(results).items():
+    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    counts = (sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs))
+    lines.append(f"| {label} | {statistics.mean(diffs):+.2f} | {std:.2f} | {counts[0]} / {counts[1]} / {counts[2]} |")
+  return lines
+
+
+def chosen_on_validation(results: dict, groups=(("mpl_sample", "mpl_argmax", "mpl_soft"),)) -> list:
+  """For each group of variants, the one with the best mean validation accuracy, and its test accuracy."""
+  lines = []
+  for group in groups:
+    present = [name for name in group if name in results]
+    if not present:
+      continue
+    val = {name: statistics.mean(scores(m)["validation"] for m in results[name]) for name in present}
+    best = max(present, key=val.get)
+    lines.append(f"- among {', '.join(present)}: validation means "
+                 + ", ".join(f"{name} {100 * v:.2f}" for name, v in val.items())
+                 + f" -> `{best}`, test {mean_std([scores(m)['selected'] for m in results[best]])}")
+  return lines
+
+
+def paired_differences(results: dict) -> dict:
+  """'method - ablation' -> per-seed differences of the selected test accuracy, in percentage points."""
+  out = {}
+  for method, *ablations in PAIRS:
+    for other in ablations:
+      if method in results and other in results:
+        out[f"{method} - {other}"] = [100 * (scores(a)["selected"] - scores(b)["selected"])
+                                      for a, b in zip(results[method], results[other])]
+  return out
+
+
+def plot(results: dict, path: str) -> None:
+  """Left: every configuration's test accuracy per seed, without and with finetuning. Right: the paired
+  per-seed effect of the feedback (method minus its feedback-off and flipped-sign twins)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  names = list(results)
+  diffs = paired_differences(results)
+  fig, (ax, bx) = plt.subplots(1, 2, figsize=(1.0 * len(names) + 2 + 0.8 * len(diffs) + 2, 4.8),
+                               gridspec_kw={"width_ratios": [max(len(names), 1), max(len(diffs), 1) + 1]})
+  for i, name in enumerate(names):
+    s = [scores(m) for m in results[name]]
+    for offset, key, colour in ((-0.15, "before", "tab:gray"), (0.15, "after", "tab:blue")):
+      values = [100 * x[key] for x in s]
+      ax.scatter([i + offset] * len(values), values, s=14, color=colour, alpha=0.7,
+                 label={"before": "no finetune", "after": "finetuned"}[key] if i == 0 else None)
+      ax.hlines(statistics.mean(values), i + offset - 0.12, i + offset + 0.12, color=colour)
+  ax.set_xticks(range(len(names)))
+  ax.set_xticklabels(names, rotation=35, ha="right")
+  ax.set_ylabel("test accuracy (%)")
+  ax.set_title(f"digits, 5 labels a class, {len(FLAGS.seeds)} seeds (dots: seeds; bars: means)")
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend()
+  for i, (label, values) in enumerate(diffs.items()):
+    bx.scatter([i] * len(values), values, s=16, color="tab:red", alpha=0.7)
+    bx.hlines(statistics.mean(values), i - 0.2, i + 0.2, color="tab:red")
+  bx.axhline(0.0, color="black", linewidth=0.8)
+  bx.set_xticks(range(len(diffs)))
+  bx.set_xticklabels(list(diffs), rotation=35, ha="right")
+  bx.set_ylabel("difference, selected test accuracy (pp)")
+  bx.set_title("effect of the feedback, paired by seed")
+  bx.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=120)
+
+
+def main(argv):
+  del argv
+  names = FLAGS.configs or list(CONFIGS)
+  unknown = sorted(set(names) - set(CONFIGS))
+  if unknown:
+    raise ValueError(f"unknown configurations {unknown}; known: {', '.join(CONFIGS)}")
+  runs = {name: {} for name in names}
+  for seed in FLAGS.seeds:  # seeds outside: an interrupted sweep still has every configuration on the same seeds
+    for name in names:
+      runs[name][seed] = run_config(name, seed)
+  results = {name: [runs[name][s] for s in FLAGS.seeds] for name in names}
+  command = (f"python tools/ablations.py --seeds={','.join(FLAGS.seeds)} --steps={FLAGS.steps} "
+             f"--num_validation={FLAGS.num_validation} --configs={','.join(names)} --out={FLAGS.out}")
+  lines = [f"Command: `{command}`", "", *table(results), "", "Paired per-seed differences (selected):", "",
+           *paired(results), "", "Chosen on validation:", "", *chosen_on_validation(results), "",
+           "Configurations:", ""]
+  lines += [f"- `{name}`: {CONFIGS[name][2]}" for name in names]
+  print("\n".join(lines))
+  with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
+    json.dump(dict(command=command, results=results), f, indent=2, sort_keys=True)
+  with open(FLAGS.out, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  plot(results, FLAGS.plot)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,22 @@
+"""Shared by the results tools: one training run in its own process, cached by its metrics.json."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def train(gin_file: str, workdir: str, bindings) -> dict:
+  """Runs `python -m mpl_tf.train` in `workdir` unless it finished before; returns its metrics.json.
+
+  An interrupted run is resumed by the trainer (same command, same workdir), so a sweep can be restarted.
+  """
+  metrics_path = os.path.join(workdir, "metrics.json")
+  if not os.path.exists(metrics_path):
+    cmd = [sys.executable, "-m", "mpl_tf.train", f"--gin_file={gin_file}", f"--workdir={workdir}",
+           "--gin_bindings=run.verbose = 0"] + [f"--gin_bindings={b}" for b in bindings]
+    start = time.time()
+    subprocess.run(cmd, check=True)
+    print(f"{workdir}: {time.time() - start:.0f} s", flush=True)
+  with open(metrics_path) as f:
+    return json.load(f)
