@@ -28,11 +28,12 @@ def test_a_run_without_validation_is_refused():
 
 
 def test_paired_differences_match_a_hand_computation():
-  # Seed 0: 0.90 vs 0.85 (+5.0 pp); seed 1: 0.80 vs 0.80 (0). Mean +2.50, sample std sqrt(12.5) = 3.54.
+  # Seed 0: 0.90 vs 0.85 (+5.0 pp); seed 1: 0.80 vs 0.80 (0). Mean +2.50, sample std sqrt(12.5) = 3.54,
+  # paired t = 2.5 / (3.54 / sqrt(2)) = 1.00.
   results = {"mpl_sample": [run(0.90, 0.5, 0.9, 0.1), run(0.80, 0.5, 0.9, 0.1)],
              "mpl_sample_h0": [run(0.85, 0.5, 0.9, 0.1), run(0.80, 0.5, 0.9, 0.1)]}
   rows = ablations.paired(results)
-  assert rows[2:] == ["| mpl_sample - mpl_sample_h0 | +2.50 | 3.54 | 1 / 1 / 0 |"]
+  assert rows[2:] == ["| mpl_sample - mpl_sample_h0 | +2.50 | 3.54 | +1.00 | 1 / 1 / 0 |"]
 
 
 def test_every_configuration_names_a_gin_file_that_exists():

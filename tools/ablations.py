@@ -106,11 +106,14 @@ def table(results: dict) -> list:
 
 def paired(results: dict) -> list:
   """Per-seed differences of the method minus each ablation (selected accuracy, percentage points)."""
-  lines = ["| comparison | mean difference (pp) | std | seeds better / equal / worse |", "| --- | --- | --- | --- |"]
+  lines = ["| comparison | mean difference (pp) | std | paired t | seeds better / equal / worse |",
+           "| --- | --- | --- | --- | --- |"]
   for label, diffs in paired_differences(results).items():
     std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    t = statistics.mean(diffs) / (std / len(diffs) ** 0.5) if std > 0 else float("nan")
     counts = (sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs))
-    lines.append(f"| {label} | {statistics.mean(diffs):+.2f} | {std:.2f} | {counts[0]} / {counts[1]} / {counts[2]} |")
+    lines.append(f"| {label} | {statistics.mean(diffs):+.2f} | {std:.2f} | {t:+.2f} | "
+                 f"{counts[0]} / {counts[1]} / {counts[2]} |")
   return lines
 
 
@@ -138,6 +141,41 @@ def paired_differences(results: dict) -> dict:
         out[f"{method} - {other}"] = [100 * (scores(a)["selected"] - scores(b)["selected"])
                                       for a, b in zip(results[method], results[other])]
   return out
+
+
+def feedback_scale(workdir: str, after_step: int) -> dict:
+  """How large the feedback was in one MPL run, from its TensorBoard scalars (means over summary windows).
+
+  Returns the median over windows after `after_step` of |h| and of |teacher/mpl_loss| / teacher/supervised_loss
+  (the MPL term is (h - b) * CE(y_hat, T(x_u)), so this ratio is about |h - b| times the ratio of the two
+  cross-entropies: the weight of the feedback in the teacher's update).
+  """
+  import glob  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  values = {}
+  for path in glob.glob(os.path.join(workdir, "summaries", "mpl", "events.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        if event.step > after_step:
+          values.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
+  h, mpl, sup = (values.get(k, {}) for k in ("mpl/h", "teacher/mpl_loss", "teacher/supervised_loss"))
+  steps = sorted(set(h) & set(mpl) & set(sup))
+  if not steps:
+    return {}
+  return dict(h=statistics.median(abs(h[s]) for s in steps),
+              mpl_over_supervised=statistics.median(abs(mpl[s]) / max(sup[s], 1e-12) for s in steps))
+
+
+def feedback_table(names, after_step: int) -> list:
+  lines = ["| configuration | median windowed abs(h) | median abs(MPL term) / supervised term | seeds |",
+           "| --- | --- | --- | --- |"]
+  for name in names:
+    rows = [feedback_scale(os.path.join(FLAGS.workroot, f"{name}.seed{seed}"), after_step) for seed in FLAGS.seeds]
+    rows = [r for r in rows if r]
+    if rows:
+      lines.append(f"| {name} | {statistics.median(r['h'] for r in rows):.1e} | "
+                   f"{statistics.median(r['mpl_over_supervised'] for r in rows):.1e} | {len(rows)} |")
+  return lines
 
 
 def plot(results: dict, path: str) -> None:
@@ -192,6 +230,9 @@ def main(argv):
              f"--num_validation={FLAGS.num_validation} --configs={','.join(names)} --out={FLAGS.out}")
   lines = [f"Command: `{command}`", "", *table(results), "", "Paired per-seed differences (selected):", "",
            *paired(results), "", "Chosen on validation:", "", *chosen_on_validation(results), "",
+           "Size of the feedback in the teacher's update (TensorBoard windows of 50 steps, after the student's "
+           "wait):", "", *feedback_table([n for n in names if n.startswith("mpl") and not n.endswith("_h0")],
+                                         after_step=200), "",
            "Configurations:", ""]
   lines += [f"- `{name}`: {CONFIGS[name][2]}" for name in names]
   print("\n".join(lines))
