@@ -95,6 +95,14 @@ def test_only_dtensor_client_zero_writes_the_run_files(monkeypatch):
   assert layout.is_chief()
 
 
+def test_a_method_that_cannot_run_on_a_mesh_is_refused_by_name():
+  layout.check_method("reduced_mpl", None)  # no mesh: every method runs
+  for method in layout.SUPPORTED_METHODS:
+    layout.check_method(method, object())  # any mesh
+  with pytest.raises(NotImplementedError, match="reduced_mpl.*single_device.gin"):
+    layout.check_method("reduced_mpl", object())
+
+
 def test_every_family_has_a_note_on_what_is_sharded():
   assert set(layout.FAMILY_NOTES) == set(builder.FAMILIES)
 
