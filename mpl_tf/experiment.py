@@ -113,7 +113,7 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   _write_config(workdir)
   common = dict(workdir=workdir, steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every,
                 summary_every=summary_every, verbose=verbose,
-                eval_dataset=data.validation if data.validation is not None else None, eval_every=eval_every)
+                eval_dataset=data.validation, eval_every=eval_every)
   if method == "pseudo_labels":
     pretrain = compile_supervised(model.teacher, "teacher", teacher_pretrain_steps or steps)
     trainer.train_phase(pretrain, data.labeled, phase="teacher", steps=teacher_pretrain_steps or steps, **common)
@@ -191,7 +191,7 @@ def reduced_mpl_phases(data, seed: int, steps: int, teacher_steps: int, common: 
   """
   if big_teacher_method not in ("uda", "supervised"):
     raise ValueError(f"reduced_mpl.big_teacher_method must be 'uda' or 'supervised', got {big_teacher_method!r}")
-  inputs = reduced_mpl.dataset_inputs(data, seed, gin.get_bindings("build_dataset"))
+  inputs = reduced_mpl.dataset_inputs(data)
   path = os.path.join(common["workdir"], "predictions", "big_teacher.npz")
   if not os.path.exists(path):
     with gin.config_scope("big_teacher"):

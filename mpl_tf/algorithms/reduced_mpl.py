@@ -28,9 +28,8 @@ input (p instead of x) and its auxiliary loss (supervised CE on p_l; no UDA, sin
 differ. `tests/test_reduced_mpl.py` checks both estimators against finite differences / exact enumeration.
 """
 import dataclasses
-import inspect
 import os
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -218,52 +217,28 @@ class DatasetInputs:
   split_digest: str
 
 
-def dataset_inputs(bundle, seed: int, build_dataset_arguments: Dict) -> DatasetInputs:
-  """Rebuilds the source, split and views behind `bundle` from the arguments `build_dataset` was given.
-
-  `DatasetBundle` hands out augmented, shuffled streams only; stored predictions need each raw image once.
-  This repeats `build_dataset`'s steps up to the split with the same arguments and checks that the split's
-  digest is the bundle's, so a change there cannot silently pair predictions with other images. (A field on
-  `DatasetBundle` holding the source, split and views would make this unnecessary.)
+def dataset_inputs(bundle) -> DatasetInputs:
+  """The raw labeled and unlabeled examples behind `bundle`'s training streams, each once, with the views and
+  preparation those streams use (`bundle.raw`, made by `build_dataset`): what the big teacher's predictions
+  are computed on and zipped with. `DatasetBundle` itself hands out augmented, shuffled streams only.
   """
-  from mpl_tf.data import augment, datasets, pipeline, sources, splits  # pylint: disable=import-outside-toplevel
-  defaults = {name: p.default for name, p in inspect.signature(datasets.build_dataset).parameters.items()
-              if p.default is not inspect.Parameter.empty}
-  args = dict(defaults, **build_dataset_arguments)
-  name = args.get("name", bundle.name)
-  if name == "two_moons" or name not in datasets.SPECS:
-    raise ValueError(f"reduced_mpl needs an image dataset with random access to its examples, not {name!r}")
-  spec = datasets.SPECS[name]
-  source = spec.source(data_dir=args["data_dir"], path=args["path"], unlabeled_path=args["unlabeled_path"],
-                       test_path=args["test_path"], image_size=args["image_size"])
-  num_labeled = spec.num_labeled if args["num_labeled"] is None else args["num_labeled"]
-  num_validation = spec.num_validation if args["num_validation"] is None else args["num_validation"]
-  num_test = 0 if source.num_test > 0 else (spec.num_test if args["num_test"] is None else args["num_test"])
-  split = splits.make_split(source.pool_labels, source.num_classes, num_labeled, num_validation=num_validation,
-                            num_test=num_test, seed=seed, unlabeled_includes_labeled=spec.unlabeled_includes_labeled)
-  if split.digest() != bundle.split_digest:
-    raise ValueError(f"rebuilt split {split.digest()} differs from the run's {bundle.split_digest}: "
-                     "reduced_mpl.dataset_inputs is out of step with build_dataset")
+  raw = bundle.raw
+  if raw is None:
+    raise ValueError(f"reduced_mpl needs an image dataset with random access to its examples, not {bundle.name!r}")
+  from mpl_tf.data import sources  # pylint: disable=import-outside-toplevel
+  source, split = raw.source, raw.split
+  labeled_indices = np.asarray(split.labeled, np.int64)
   unlabeled_indices = np.asarray(split.unlabeled, np.int64)
   if source.num_extra_unlabeled:
     if not isinstance(source, sources.ArraySource):
-      raise ValueError(f"{name}: stored predictions for extra unlabeled data are only supported for in-memory "
-                       "sources")
+      raise ValueError(f"{bundle.name}: stored predictions for extra unlabeled data are only supported for "
+                       "in-memory sources")
     first = len(source.pool_labels)
     unlabeled_indices = np.concatenate([unlabeled_indices, np.arange(first, first + source.num_extra_unlabeled)])
-  if spec.image_size or source.image_shape is None:
-    size = args["image_size"] or spec.image_size
-    input_shape = (size, size, 3)
-    prepare = pipeline.random_resized_crop(size)
-  else:
-    input_shape, prepare = tuple(source.image_shape), pipeline.as_float
-  config = datasets._augment_config(  # pylint: disable=protected-access
-      spec, input_shape[-1], args["augment_ops"], args["augment_num_ops"], args["augment_magnitude"],
-      args["cutout_fraction"], args["flip"])
   return DatasetInputs(
-      labeled=source.examples(np.asarray(split.labeled, np.int64)), unlabeled=source.examples(unlabeled_indices),
-      labeled_indices=np.asarray(split.labeled, np.int64), unlabeled_indices=unlabeled_indices,
-      views=augment.image_views(config, input_shape), prepare=prepare, split_digest=bundle.split_digest)
+      labeled=source.examples(labeled_indices), unlabeled=source.examples(unlabeled_indices),
+      labeled_indices=labeled_indices, unlabeled_indices=unlabeled_indices, views=raw.views, prepare=raw.prepare,
+      split_digest=bundle.split_digest)
 
 
 def predict_probabilities(network: keras.Model, batches) -> np.ndarray:

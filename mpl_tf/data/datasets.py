@@ -46,6 +46,8 @@ class DatasetBundle:
     batch_size, unlabeled_batch_size, labeled_batch_size: per-step batch sizes of train / labeled.
     two_views: whether `train` carries two unlabeled views.
     class_names: if the source names its classes.
+    raw: the source, split, views and preparation behind `train` (`RawExamples`), for work that needs each raw
+      example once (Reduced MPL's stored predictions); None for two_moons.
   """
   name: str
   split_name: str
@@ -65,10 +67,21 @@ class DatasetBundle:
   labeled_batch_size: int
   two_views: bool
   class_names: Optional[Tuple[str, ...]] = None
+  raw: Optional["RawExamples"] = None
 
   def as_dict(self) -> Dict[str, object]:
     """The fields as a dict (`train`, `labeled`, `test`, `num_classes`, `input_shape`, `split_name`, ...)."""
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RawExamples:
+  """What a bundle's training streams are made from: the source, its split, and the view functions and
+  per-example preparation (`prepare`, as for training) that turn a raw example into what the model sees."""
+  source: sources.Source
+  split: splits.Split
+  views: object
+  prepare: Callable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +260,7 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
       num_labeled=len(split.labeled), num_unlabeled=num_unlabeled, num_validation=len(split.validation),
       num_test=source.num_test if own_test else len(split.test), batch_size=batch_size,
       unlabeled_batch_size=unlabeled_batch_size, labeled_batch_size=labeled_batch_size, two_views=two_views,
-      class_names=source.class_names)
+      class_names=source.class_names, raw=RawExamples(source, split, views, train_prepare))
 
 
 def _two_moons(num_labeled, seed, batch_size, unlabeled_batch_size, labeled_batch_size, two_views, unlabeled_view,
