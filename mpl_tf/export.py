@@ -46,22 +46,9 @@ class ServingModule(tf.Module):
             "labels": tf.argmax(logits, axis=-1, output_type=tf.int64)}
 
 
-def single_device_twin(model: keras.Model) -> keras.Model:
-  """A float32 copy of a functional model with the same weights, built outside any mesh or policy."""
-  def float32_layer(layer):
-    config = layer.get_config()
-    if "dtype" in config:
-      config["dtype"] = "float32"
-    return layout.single_device_class(layer).from_config(config)  # plain Keras classes, also from a mesh
-
-  twin = keras.models.clone_model(model, clone_function=float32_layer)
-  twin.set_weights([w.numpy() if hasattr(w, "numpy") else w for w in layout.get_weights(model)])
-  return twin
-
-
 def export_student(student: keras.Model, path: str, data) -> str:
   """Writes the SavedModel to `path` and returns it; `data` gives the input shape and kind."""
   input_shape = tuple(data.input_shape)
-  module = ServingModule(single_device_twin(student), input_shape, images=len(input_shape) == 3)
+  module = ServingModule(layout.single_device_copy(student, dtype="float32"), input_shape, images=len(input_shape) == 3)
   tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
   return path

@@ -37,7 +37,7 @@ Limits of tf-keras + DTensor (TF 2.21) met here, each with what this module does
     checkpoint of its own (`save_position` / `restore_position`);
   - `get_weights()` fails on sharded variables, `export()` of a DTensor model serves wrong outputs, and a
     partial last batch cannot be split over a mesh -> `get_weights` gathers, export and evaluation use
-    single-device copies (`mpl_tf.export.single_device_twin`, `evaluate_off_mesh`).
+    single-device copies (`single_device_copy`, `evaluate_off_mesh`).
 """
 import os
 

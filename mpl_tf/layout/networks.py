@@ -32,29 +32,44 @@ def place_network(network: keras.Model, mesh: Optional[Mesh]) -> keras.Model:
   plan = {p.key: p for p in sharding_plan(network, mesh.dim_size(MODEL))}
   if any(isinstance(l, keras.layers.Dropout) for l in network.layers):
     keras.backend.experimental.enable_tf_random_generator()
+
+  def layer_class(layer):
+    cls = type(layer)
+    if plan.get(f"{layer.name}.kernel") is not None and plan[f"{layer.name}.kernel"].how == "gathered":
+      cls = {keras.layers.Conv2D: GatheredConv2D, keras.layers.Dense: GatheredDense}.get(cls, cls)
+    return cls
+
+  clone = _clone_in_scope(network, layout_map(network, mesh), mesh, layer_class)
+  set_weights(clone, get_weights(network))
+  return clone
+
+
+def _clone_in_scope(network: keras.Model, lm, mesh: Mesh, layer_class) -> keras.Model:
+  """`network` cloned inside `lm.scope()`, each layer rebuilt from its config as `layer_class(layer)`.
+
+  Batch norm is unfused (no DTensor layout propagation for the fused kernel; `fused` is not in its
+  `get_config()`). Initialisers are zeros while the variables are made (no random draws, no sharded random
+  init: the caller copies the values in) and the originals are put back afterwards; gathered layers are told the
+  replicated layout they gather to.
+  """
   initializers: Dict[str, Dict[str, Any]] = {}
 
   def clone_layer(layer):
     config = layer.get_config()
-    cls = type(layer)
     if isinstance(layer, keras.layers.BatchNormalization):
-      config["fused"] = False  # fused batch norm has no DTensor layout propagation (not in get_config())
-    if plan.get(f"{layer.name}.kernel") is not None and plan[f"{layer.name}.kernel"].how == "gathered":
-      cls = {keras.layers.Conv2D: GatheredConv2D, keras.layers.Dense: GatheredDense}.get(cls, cls)
-    # The values are copied in below: initialise with zeros (no random draws, no sharded random init).
+      config["fused"] = False
     originals = {k: v for k, v in config.items() if k.endswith("_initializer") and v is not None}
     config.update({k: "zeros" for k in originals})
     initializers[layer.name] = originals
-    return cls.from_config(config)
+    return layer_class(layer).from_config(config)
 
-  with layout_map(network, mesh).scope():
+  with lm.scope():
     clone = keras.models.clone_model(network, clone_function=clone_layer)
   for layer in clone.layers:
     for key, value in initializers.get(layer.name, {}).items():
       setattr(layer, key, keras.initializers.get(value))
     if isinstance(layer, (GatheredConv2D, GatheredDense)):
       layer._gather_layout = Layout.replicated(mesh, layer.kernel.shape.rank)  # pylint: disable=protected-access
-  set_weights(clone, get_weights(network))
   return clone
 
 
@@ -65,11 +80,15 @@ def network_options(family: str, mesh: Optional[Mesh]) -> Dict[str, Any]:
   return {}
 
 
-def single_device_copy(network: keras.Model) -> keras.Model:
+def single_device_copy(network: keras.Model, dtype: Optional[str] = None) -> keras.Model:
   """A plain single-device copy of a (possibly placed) functional network, same weights and layer classes
-  as the family's builder makes (GatheredConv2D -> Conv2D), built outside any mesh."""
+  as the family's builder makes (GatheredConv2D -> Conv2D), built outside any mesh; with `dtype` (e.g.
+  'float32' for export), every layer's dtype policy replaced by it."""
   def plain(layer):
-    return single_device_class(layer).from_config(layer.get_config())
+    config = layer.get_config()
+    if dtype is not None and "dtype" in config:
+      config["dtype"] = dtype
+    return single_device_class(layer).from_config(config)
   copy = keras.models.clone_model(network, clone_function=plain)
   copy.set_weights(get_weights(network))
   return copy
@@ -109,23 +128,7 @@ def clone_network(network: keras.Model) -> keras.Model:
   lm = getattr(network, "_layout_map", None)
   if lm is None:
     raise ValueError("clone_network: a network on a mesh must come from place_network")
-  gathered = {l.name for l in network.layers if isinstance(l, (GatheredConv2D, GatheredDense))}
-
-  def clone_layer(layer):
-    config = layer.get_config()
-    config.update({k: "zeros" for k, v in config.items() if k.endswith("_initializer") and v is not None})
-    if isinstance(layer, keras.layers.BatchNormalization):
-      config["fused"] = False  # not in BatchNormalization.get_config()
-    return type(layer).from_config(config)
-
-  with lm.scope():
-    clone = keras.models.clone_model(network, clone_function=clone_layer)
-  for src, layer in zip(network.layers, clone.layers):
-    for key in src.get_config():
-      if key.endswith("_initializer") and hasattr(src, key):
-        setattr(layer, key, getattr(src, key))
-    if layer.name in gathered:
-      layer._gather_layout = Layout.replicated(mesh, layer.kernel.shape.rank)  # pylint: disable=protected-access
+  clone = _clone_in_scope(network, lm, mesh, type)
   for dst, src in zip(clone.weights, network.weights):
     dst.assign(src)
   return clone
