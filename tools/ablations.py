@@ -85,22 +85,14 @@ def scores(metrics: dict) -> dict:
               teacher=metrics.get("teacher/accuracy"))
 
 
-def mean_std(values) -> str:
-  values = [v for v in values if v is not None]
-  if not values:
-    return "-"
-  std = statistics.stdev(values) if len(values) > 1 else 0.0
-  return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"
-
-
 def table(results: dict) -> list:
   lines = ["| configuration | no finetune | finetuned | selected on validation | teacher | per seed (selected) |",
            "| --- | --- | --- | --- | --- | --- |"]
   for name, runs in results.items():
     s = [scores(m) for m in runs]
     per_seed = ", ".join(f"{100 * x['selected']:.1f}" for x in s)
-    lines.append(f"| {name} | {mean_std([x['before'] for x in s])} | {mean_std([x['after'] for x in s])} | "
-                 f"{mean_std([x['selected'] for x in s])} | {mean_std([x['teacher'] for x in s])} | {per_seed} |")
+    cells = " | ".join(run_lib.mean_std([x[key] for x in s]) for key in ("before", "after", "selected", "teacher"))
+    lines.append(f"| {name} | {cells} | {per_seed} |")
   return lines
 
 
@@ -128,7 +120,7 @@ def chosen_on_validation(results: dict, groups=(("mpl_sample", "mpl_argmax", "mp
     best = max(present, key=val.get)
     lines.append(f"- among {', '.join(present)}: validation means "
                  + ", ".join(f"{name} {100 * v:.2f}" for name, v in val.items())
-                 + f" -> `{best}`, test {mean_std([scores(m)['selected'] for m in results[best]])}")
+                 + f" -> `{best}`, test {run_lib.mean_std([scores(m)['selected'] for m in results[best]])}")
   return lines
 
 

@@ -9,7 +9,6 @@ and per-seed test accuracy of the (finetuned) student, and of the teacher where 
 """
 import json
 import os
-import statistics
 import sys
 
 from absl import app
@@ -32,13 +31,6 @@ def run_one(method: str, seed: str) -> dict:
                [f"run.method = '{method}'", f"run.seed = {seed}"] + FLAGS.gin_bindings)
 
 
-def cell(values) -> str:
-  if not values:
-    return "-"
-  std = statistics.stdev(values) if len(values) > 1 else 0.0
-  return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"
-
-
 def main(argv):
   del argv
   results = {m: [run_one(m, s) for s in FLAGS.seeds] for m in FLAGS.methods}
@@ -53,7 +45,8 @@ def main(argv):
     before = [r["student/accuracy_before_finetune"] for r in runs if "student/accuracy_before_finetune" in r]
     teacher = [r["teacher/accuracy"] for r in runs if "teacher/accuracy" in r]
     per_seed = ", ".join(f"{100 * v:.1f}" for v in student)
-    lines.append(f"| {method} | {cell(student)} | {cell(before)} | {cell(teacher)} | {per_seed} |")
+    cells = " | ".join(run_lib.mean_std(v) for v in (student, before, teacher))
+    lines.append(f"| {method} | {cells} | {per_seed} |")
   os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
   with open(FLAGS.out, "w") as f:
     f.write("\n".join(lines) + "\n")

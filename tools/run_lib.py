@@ -1,6 +1,7 @@
 """Shared by the results tools: one training run in its own process, cached by its metrics.json."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -20,3 +21,12 @@ def train(gin_file: str, workdir: str, bindings) -> dict:
     print(f"{workdir}: {time.time() - start:.0f} s", flush=True)
   with open(metrics_path) as f:
     return json.load(f)
+
+
+def mean_std(values) -> str:
+  """Fractions as 'mean +- std' in percent (sample std; 0 for one value); None entries skipped; '-' if none."""
+  values = [v for v in values if v is not None]
+  if not values:
+    return "-"
+  std = statistics.stdev(values) if len(values) > 1 else 0.0
+  return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"

@@ -139,6 +139,13 @@ class SemiSupervisedModel(keras.Model):
       d = tf.cast(decay, var.dtype)
       ema_var.assign(d * ema_var + (1.0 - d) * var)
 
+  def _sampling_seed(self) -> tf.Tensor:
+    """The stateless seed of this step's pseudo-label draws: (seed, global_step).
+
+    int32: XLA compiles StatelessMultinomial for int32 seeds only (off XLA the draws equal the int64 seed's).
+    """
+    return tf.cast(tf.stack([tf.constant(self.seed, tf.int64), self.global_step]), tf.int32)
+
   @staticmethod
   def _gradients(tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer):
     """tape.gradient, with loss scaling when `optimizer` is a (mixed_float16) LossScaleOptimizer."""

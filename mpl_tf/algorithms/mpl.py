@@ -138,9 +138,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     if soft:
       targets = tf.nn.softmax(t_logits_u, axis=-1)
     else:
-      # int32: XLA compiles StatelessMultinomial for int32 seeds only (same draws as int64 off XLA).
-      seed = tf.cast(tf.stack([tf.constant(self.seed, tf.int64), self.global_step]), tf.int32)
-      targets = layout.pseudo_labels(t_logits_u, self.pseudo_label_mode, seed, self.mesh)
+      targets = layout.pseudo_labels(t_logits_u, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
     s = self._student_step(x_l, y_l, u, targets, student_lr, need_grads_after=soft)
     s["baseline"] = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
     if soft:

@@ -50,8 +50,7 @@ class PseudoLabelsModel(SemiSupervisedModel):
       if self.pseudo_label_mode == "soft":
         loss_u = tf.reduce_mean(losses.soft_cross_entropy(tf.nn.softmax(t_logits), s_logits_u))
       else:
-        seed = tf.stack([tf.constant(self.seed, tf.int64), self.global_step])
-        y_hat = layout.pseudo_labels(t_logits, self.pseudo_label_mode, seed, self.mesh)
+        y_hat = layout.pseudo_labels(t_logits, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
         loss_u = tf.reduce_mean(losses.cross_entropy(y_hat, s_logits_u))
       loss_l = tf.reduce_mean(losses.cross_entropy(y_l, s_logits_l))
       loss = loss_u + self.labeled_weight * loss_l
