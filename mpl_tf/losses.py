@@ -3,9 +3,9 @@
 Equation numbers refer to the paper (Pham et al., "Meta Pseudo Labels", CVPR 2021, arXiv 2003.10580):
 Eq. 1 is the student's pseudo-label objective L_u, Eq. 2/3 the teacher's one-step meta objective
 L_l(theta_S - eta_S * grad L_u(theta_T, theta_S)), Appendix A the score-function (REINFORCE) gradient for
-hard pseudo labels. `../shared/REFERENCE.md` lists the defects of public code that these functions avoid:
-the teacher term here always has a non-zero gradient, h is old - new, and the teacher is scored on the very
-label the student trained on.
+hard pseudo labels. `docs/feedback.md` derives the feedback used here and lists the defects of public code that
+these functions avoid: the teacher term here always has a non-zero gradient, h is old - new, and the teacher is
+scored on the very label the student trained on.
 
 Nothing here touches variables or models: the Keras models in `mpl_tf.algorithms` only orchestrate tapes,
 optimizers and metrics around these functions.
@@ -24,9 +24,16 @@ def cross_entropy(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float =
   num_classes = tf.shape(logits)[-1]
   if label_smoothing:
     targets = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=logits.dtype)
-    targets = targets * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, logits.dtype)
-    return soft_cross_entropy(targets, logits)
+    return soft_cross_entropy(smooth_targets(targets, label_smoothing), logits)
   return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+
+
+def smooth_targets(targets: tf.Tensor, label_smoothing: float) -> tf.Tensor:
+  """(1 - s) * q + s / K for a target distribution q over K classes (the official code smooths soft targets too)."""
+  if not label_smoothing:
+    return targets
+  num_classes = tf.cast(tf.shape(targets)[-1], targets.dtype)
+  return targets * (1.0 - label_smoothing) + label_smoothing / num_classes
 
 
 def soft_cross_entropy(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -70,42 +77,62 @@ def uda_consistency(logits_weak: tf.Tensor, logits_strong: tf.Tensor, temperatur
 
 
 def feedback_from_losses(loss_before: tf.Tensor, loss_after: tf.Tensor) -> tf.Tensor:
-  """The student's feedback h = L_l(theta_S) - L_l(theta_S'): old minus new.
+  """The student's feedback h = L_l(before) - L_l(after): old minus new, as a constant.
 
-  First-order Taylor expansion of the dot product of Appendix A: h > 0 means the student's step on the
-  pseudo labels lowered its labeled loss (the label helped). The popular ports use new - old (wrong sign).
+  h > 0 means the step lowered the student's labeled loss (the label helped); the popular ports use new - old
+  (wrong sign). With `before` = the student's weights theta this is the paper's h (`loss_difference`); with
+  `before` = theta + D0, the point the optimizer would have reached with a zero gradient, it is the label
+  effect (`label_effect`, docs/feedback.md): the part of the step that the pseudo labels caused.
   """
   return tf.stop_gradient(loss_before - loss_after)
 
 
-def feedback_dot_product(learning_rate: tf.Tensor, grads_labeled_after: Sequence[tf.Tensor],
-                         grads_unlabeled: Sequence[tf.Tensor]) -> tf.Tensor:
-  """The paper's exact form h = eta_S * grad L_l(theta_S')^T . grad L_u(theta_T, theta_S) (Appendix A)."""
-  dot = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(grads_labeled_after, grads_unlabeled)])
-  return tf.stop_gradient(tf.cast(learning_rate, dot.dtype) * dot)
+def feedback_dot_product(step_size: tf.Tensor, grads_labeled_after: Sequence[tf.Tensor],
+                         grads_applied: Sequence[tf.Tensor]) -> tf.Tensor:
+  """First-order label effect h = c * eta_S * grad L_l(theta_S')^T . g_hat (Appendix A's dot product).
+
+  `step_size` is c * eta_S, the factor by which the optimizer's step moves with the applied (clipped) pseudo-label
+  gradient g_hat: c = 1 + momentum under Nesterov SGD, 1 otherwise (`feedback.step_coefficient`). It is the
+  Taylor expansion of L_l(theta + D0) - L_l(theta') at theta', so it agrees with `label_effect` for small steps.
+  """
+  dot = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(grads_labeled_after, grads_applied) if b is not None])
+  return tf.stop_gradient(tf.cast(step_size, dot.dtype) * dot)
 
 
-def mpl_teacher_loss(advantage: tf.Tensor, pseudo_label: tf.Tensor, teacher_logits: tf.Tensor) -> tf.Tensor:
+MPL_REDUCTIONS = ("mean", "sum")
+
+
+def mpl_teacher_loss(advantage: tf.Tensor, pseudo_label: tf.Tensor, teacher_logits: tf.Tensor,
+                     reduction: str = "mean") -> tf.Tensor:
   """Surrogate whose gradient is the teacher's MPL gradient for hard labels (Appendix A).
 
-  grad_theta_T = (h - b) * grad_theta_T CE(y_hat, T(x_u; theta_T)), with y_hat the label the student was
-  trained on and h - b treated as a constant. Minimising it makes y_hat more likely when h > b (the label
-  helped the student) and less likely when h < b. With a batch-mean CE the estimate is the exact gradient of
-  the expected one-step labeled loss divided by the unlabeled batch size (a constant rescaling).
+  grad_theta_T = (h - b) * grad_theta_T sum_i CE(y_hat_i, T(x_u_i; theta_T)), with y_hat the labels the student
+  was trained on and h - b a constant. For the joint draw of the B_u labels of a batch, log p(y_hat) = -sum_i CE_i,
+  so with `reduction='sum'` its expectation over y_hat is exactly the gradient of the expected labeled loss after
+  the student's step (any h = const - L_l(theta'(y_hat)) with a label-independent const); `'mean'` (the official
+  code's and the paper's form) is that gradient divided by B_u. Minimising it makes y_hat more likely when h > b
+  (the label helped the student) and less likely when h < b.
   """
-  return tf.stop_gradient(advantage) * tf.reduce_mean(cross_entropy(pseudo_label, teacher_logits))
+  if reduction not in MPL_REDUCTIONS:
+    raise ValueError(f"mpl reduction must be one of {MPL_REDUCTIONS}, got {reduction!r}")
+  ce = cross_entropy(pseudo_label, teacher_logits)
+  reduced = tf.reduce_sum(ce) if reduction == "sum" else tf.reduce_mean(ce)
+  return tf.stop_gradient(advantage) * reduced
 
 
-def soft_meta_objective(learning_rate: tf.Tensor, grads_unlabeled: Sequence[tf.Tensor],
+def soft_meta_objective(step_size: tf.Tensor, grads_unlabeled: Sequence[tf.Tensor],
                         grads_labeled_after: Sequence[tf.Tensor]) -> tf.Tensor:
   """Surrogate for the exact one-step meta-gradient with soft pseudo labels (Eq. 3).
 
-  d/dtheta_T L_l(theta_S - eta_S g_u(theta_T)) = -eta_S (d g_u / d theta_T)^T v, with v = grad L_l(theta_S')
-  held constant. Taking the gradient of -eta_S * g_u . stop(v) with respect to theta_T gives exactly that,
-  provided g_u was computed inside a tape that watches theta_T (nested tapes).
+  The student's step is theta' = theta + D0 - c * eta_S * g_hat(theta_T), where D0 (momentum carry-over, weight
+  decay) does not depend on the teacher and g_hat is the (clipped) pseudo-label gradient. So
+  d/dtheta_T L_l(theta') = -c eta_S (d g_hat / d theta_T)^T v with v = grad L_l(theta_S') held constant, and the
+  gradient of -c eta_S * g_hat . stop(v) with respect to theta_T is exactly that, provided g_hat was computed
+  (clipping included) inside a tape that watches theta_T (nested tapes). `step_size` is c * eta_S.
   """
-  dot = tf.add_n([tf.reduce_sum(g * tf.stop_gradient(v)) for g, v in zip(grads_unlabeled, grads_labeled_after)])
-  return -tf.cast(learning_rate, dot.dtype) * dot
+  dot = tf.add_n([tf.reduce_sum(g * tf.stop_gradient(v))
+                  for g, v in zip(grads_unlabeled, grads_labeled_after) if g is not None])
+  return -tf.cast(step_size, dot.dtype) * dot
 
 
 def moving_average(average: tf.Tensor, value: tf.Tensor, decay: float) -> tf.Tensor:

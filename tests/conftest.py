@@ -12,10 +12,17 @@ from mpl_tf.keras import keras  # pylint: disable=wrong-import-position
 
 @pytest.fixture
 def float64():
-  """Builds models in float64 for gradient checks against finite differences, then restores float32."""
+  """Builds models in float64 for gradient checks against finite differences, then restores float32.
+
+  The global dtype policy is reset to follow floatx: a run in this process (`experiment.run`) pins it to
+  'float32', which would silently build float32 layers here.
+  """
+  policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy(None)
   keras.backend.set_floatx("float64")
   yield
   keras.backend.set_floatx("float32")
+  keras.mixed_precision.set_global_policy(policy)
 
 
 def tiny_mlp(seed: int, in_dim: int = 2, hidden: int = 4, classes: int = 3, name: str = "net"):

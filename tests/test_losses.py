@@ -30,6 +30,35 @@ def test_uda_consistency_masks_by_sharpened_confidence_and_divides_by_whole_batc
   assert ratio_sharp.numpy() == pytest.approx(0.5)
 
 
+def test_uda_temperature_sharpens_both_the_target_and_the_mask():
+  """weak [1/4, 3/4] at T = 0.5 -> [1/10, 9/10]; weak [0.4, 0.6] -> [16/52, 36/52] = 0.692 >= 0.65 (kept only
+  when sharpened). Strong [1/5, 4/5]. Loss = (CE([.1, .9], [.2, .8]) + CE([16/52, 36/52], [.2, .8])) / 2."""
+  weak = tf.math.log(tf.constant([[0.25, 0.75], [0.4, 0.6]]))
+  strong = tf.math.log(tf.constant([[0.2, 0.8], [0.2, 0.8]]))
+  loss, mask_ratio = losses.uda_consistency(weak, strong, temperature=0.5, threshold=0.65)
+
+  def ce(p, q):
+    return -(p * math.log(q) + (1 - p) * math.log(1 - q))
+  assert mask_ratio.numpy() == pytest.approx(1.0)
+  assert loss.numpy() == pytest.approx((ce(0.1, 0.2) + ce(16 / 52, 0.2)) / 2, rel=1e-5)
+  # at temperature 1 the second example is masked and the first keeps its unsharpened target
+  loss_t1, ratio_t1 = losses.uda_consistency(weak, strong, temperature=1.0, threshold=0.65)
+  assert ratio_t1.numpy() == pytest.approx(0.5)
+  assert loss_t1.numpy() == pytest.approx(ce(0.25, 0.2) / 2, rel=1e-5)
+
+
+def test_mpl_term_reduces_by_mean_or_sum_and_smoothing_mixes_in_the_uniform():
+  logits = tf.math.log(tf.constant([[0.5, 0.5], [0.25, 0.75]]))
+  labels = tf.constant([0, 1])
+  total = math.log(2.0) - math.log(0.75)
+  assert losses.mpl_teacher_loss(2.0, labels, logits, "sum").numpy() == pytest.approx(2.0 * total, rel=1e-6)
+  assert losses.mpl_teacher_loss(2.0, labels, logits, "mean").numpy() == pytest.approx(total, rel=1e-6)
+  with pytest.raises(ValueError, match="reduction"):
+    losses.mpl_teacher_loss(2.0, labels, logits, "max")
+  np.testing.assert_allclose(losses.smooth_targets(tf.constant([[1.0, 0.0, 0.0]]), 0.3).numpy(),
+                             [[0.8, 0.1, 0.1]], rtol=1e-6)
+
+
 def test_feedback_is_old_minus_new():
   assert losses.feedback_from_losses(tf.constant(2.0), tf.constant(1.5)).numpy() == pytest.approx(0.5)
   h = losses.feedback_dot_product(0.1, [tf.constant([1.0, 2.0])], [tf.constant([3.0, -1.0])])

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from mpl_tf import MetaPseudoLabelsModel
+from mpl_tf import losses
 from mpl_tf.algorithms.pseudo_labels import PseudoLabelsModel
 from mpl_tf.algorithms.supervised import SupervisedModel
 from mpl_tf.algorithms.uda import UDAModel
@@ -106,3 +107,21 @@ def test_bad_configuration_fails_with_a_clear_message(tmp_path, binding, message
   assert proc.returncode != 0
   assert message in proc.stderr + proc.stdout
   assert not (tmp_path / "metrics.json").exists()
+
+
+def test_pseudo_labels_teacher_labels_the_weak_view_not_the_strong_one():
+  x_l, y_l, u_weak = (tf.constant(np.random.default_rng(0).normal(size=s), tf.float32) for s in ((4, 2), (4,), (6, 2)))
+  y_l = tf.cast(tf.abs(y_l) > 0.5, tf.int32)
+  u_strong = u_weak + 3.0  # another image altogether, so the two views give different logits
+  teacher = build_mlp(2, (2,), hidden=(8,), activation="tanh", init_scale=1.0, seed=1)
+  model = PseudoLabelsModel(teacher=teacher, student=build_mlp(2, (2,), seed=2), pseudo_labels="argmax")
+  model.compile(optimizer=keras.optimizers.SGD(0.1))
+  seen = []
+  real = losses.pseudo_labels
+  losses.pseudo_labels = lambda logits, mode, seed: (seen.append(logits), real(logits, mode, seed))[1]
+  try:
+    model.train_step(((x_l, y_l), (u_weak, u_strong)))
+  finally:
+    losses.pseudo_labels = real
+  np.testing.assert_allclose(seen[0].numpy(), teacher(u_weak).numpy(), rtol=1e-6)
+  assert not np.allclose(teacher(u_strong).numpy(), teacher(u_weak).numpy(), atol=1e-3)

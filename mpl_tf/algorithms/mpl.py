@@ -5,27 +5,32 @@ One `train_step` (Algorithm 1, with the teacher's auxiliary losses of section 3.
      without UDA on [x_l, the student's view] only;
   2. pseudo labels for the student's view: sampled from softmax(T(x_u)) (default), argmax, or the soft
      distribution itself;
-  3. the student takes one optimizer step on (x_u, y_hat) only: it never sees a label during MPL;
-  4. the feedback h = L_l(theta_S) - L_l(theta_S') (old - new), or by option the exact dot product
-     eta_S grad L_l(theta_S')^T grad L_u(theta_S); both labeled losses are taken on the same batch, in
-     inference mode (no dropout noise, batch norm on its moving statistics) and with the *same* moving
-     statistics, so the student's weight update is the only difference between them and h is exactly 0
-     when the student's learning rate is 0;
-  5. the teacher's loss adds (h - b) * CE(y_hat, T(x_u)) with the same y_hat the student trained on (hard
-     labels), or the exact one-step meta-gradient through the student's update (soft labels, nested tapes);
-     b is a moving average of h kept in a checkpointed variable.
-The math is in `mpl_tf.losses`; this file only orchestrates tapes, optimizers and metrics.
+  3. the student takes one optimizer step on (x_u, y_hat) only (label smoothing `student_label_smoothing`): it
+     never sees a label during MPL;
+  4. the feedback h, from the student's labeled loss measured at three points (`mpl_tf.algorithms.feedback`):
+     theta (before), theta' (after) and theta + D0 (where its optimizer would have gone with a zero gradient:
+     momentum carry-over and weight decay only). `label_effect` (default) h = L(theta + D0) - L(theta');
+     `loss_difference` h = L(theta) - L(theta') (the paper's); `dot_product` its first-order form. All three
+     are logged (`mpl/h_raw`, `mpl/h_label`, `mpl/h_null` = L(theta) - L(theta + D0)). The losses are taken on
+     the same batch with batch norm per `feedback_batch_norm`, dropout off, in full precision, and with the
+     same moving statistics, so h measures the weights alone and is exactly 0 at a zero student learning rate;
+  5. the teacher's loss adds (h - b) * reduce_i CE(y_hat_i, T(x_u_i)) with the same y_hat the student trained
+     on (hard labels; `mpl_reduction` mean or sum), or the exact one-step meta-gradient through the student's
+     real update (soft labels, nested tapes); b is a moving average of h kept in a checkpointed variable.
+The math is in `mpl_tf.losses`, the derivation in docs/feedback.md; this file only orchestrates tapes,
+optimizers and metrics.
 """
 import tensorflow as tf
 
 from mpl_tf import layout, losses
+from mpl_tf.algorithms import feedback as feedback_lib
 from mpl_tf.algorithms.base import SemiSupervisedModel, unpack
 from mpl_tf.algorithms.uda import uda_objective
 from mpl_tf.keras import keras
 from mpl_tf.schedules import delay_learning_rate, learning_rate_at
 
 PSEUDO_LABEL_MODES = ("sample", "argmax", "soft")
-FEEDBACK_MODES = ("loss_difference", "dot_product")
+FEEDBACK_MODES = ("label_effect", "loss_difference", "dot_product")
 
 
 class MetaPseudoLabelsModel(SemiSupervisedModel):
@@ -39,12 +44,19 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
   Args:
     teacher, student: functional Keras models producing logits for the same classes.
     pseudo_labels: 'sample' (paper), 'argmax', or 'soft' (exact meta-gradient through the student's update).
-    feedback: 'loss_difference' (h = old - new labeled loss) or 'dot_product' (the paper's exact form).
+    feedback: 'label_effect' (h = L_l(theta + D0) - L_l(theta'): the change the pseudo labels caused),
+      'loss_difference' (h = L_l(theta) - L_l(theta'), the paper's and the official code's form) or
+      'dot_product' (the first-order form of label_effect). Module doc and docs/feedback.md.
+    feedback_batch_norm: 'train' (the labeled losses use the batch statistics of x_l, dropout off) or
+      'inference' (moving statistics); moving statistics are never changed by the measurement.
+    mpl_reduction: 'mean' (paper, official) or 'sum' over the unlabeled batch of the hard-label teacher term;
+      'sum' is the exact REINFORCE gradient of the expected labeled loss, B_u times 'mean'.
     baseline_decay: decay of the moving-average baseline b subtracted from h; 0 turns the baseline off.
     mpl_weight: weight of the teacher's MPL term. 1 is the method; 0 switches the feedback off and -1 flips
       the sign of h (the popular ports' form): ablations, not recommendations.
     teacher_supervised_weight: weight of the teacher's cross-entropy on labeled data.
     label_smoothing: smoothing of the teacher's supervised target (official CIFAR: 0.15).
+    student_label_smoothing: smoothing of the student's pseudo-label target (official: the same flag, 0.15).
     uda_weight, uda_ramp_steps, uda_temperature, uda_threshold: the teacher's UDA consistency term, off
       when uda_weight is 0 (official CIFAR: 8, 5000, 0.7, 0.6); needs two unlabeled views.
     student_view: which unlabeled view the student trains on when there are two ('strong' or 'weak'); the
@@ -56,30 +68,37 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
   """
 
   def __init__(self, teacher: keras.Model, student: keras.Model, pseudo_labels: str = "sample",
-               feedback: str = "loss_difference", baseline_decay: float = 0.99, mpl_weight: float = 1.0,
-               teacher_supervised_weight: float = 1.0, label_smoothing: float = 0.0, uda_weight: float = 0.0,
+               feedback: str = "label_effect", feedback_batch_norm: str = "train", mpl_reduction: str = "mean",
+               baseline_decay: float = 0.99, mpl_weight: float = 1.0, teacher_supervised_weight: float = 1.0,
+               label_smoothing: float = 0.0, student_label_smoothing: float = 0.0, uda_weight: float = 0.0,
                uda_ramp_steps: int = 0, uda_temperature: float = 1.0, uda_threshold: float = 0.0,
                student_view: str = "strong", student_wait_steps: int = 0, ema_decay: float = 0.0,
                grad_clip_norm: float = 0.0, seed: int = 0, **kwargs):
     super().__init__(student=student, ema_decay=ema_decay, **kwargs)
-    if pseudo_labels not in PSEUDO_LABEL_MODES:
-      raise ValueError(f"pseudo_labels must be one of {PSEUDO_LABEL_MODES}, got {pseudo_labels!r}")
-    if feedback not in FEEDBACK_MODES:
-      raise ValueError(f"feedback must be one of {FEEDBACK_MODES}, got {feedback!r}")
-    if student_view not in ("strong", "weak"):
-      raise ValueError(f"student_view must be 'strong' or 'weak', got {student_view!r}")
+    for name, value, known in (("pseudo_labels", pseudo_labels, PSEUDO_LABEL_MODES),
+                               ("feedback", feedback, FEEDBACK_MODES),
+                               ("feedback_batch_norm", feedback_batch_norm, feedback_lib.BATCH_NORM_MODES),
+                               ("mpl_reduction", mpl_reduction, losses.MPL_REDUCTIONS),
+                               ("student_view", student_view, ("strong", "weak"))):
+      if value not in known:
+        raise ValueError(f"{name} must be one of {known}, got {value!r}")
     if not 0.0 <= baseline_decay < 1.0:
       raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
     if student_wait_steps < 0:
       raise ValueError(f"student_wait_steps must be >= 0, got {student_wait_steps}")
+    if not 0.0 <= student_label_smoothing < 1.0:
+      raise ValueError(f"student_label_smoothing must be in [0, 1), got {student_label_smoothing}")
     self.teacher = teacher
     self.pseudo_label_mode, self.feedback = pseudo_labels, feedback
+    self.feedback_batch_norm, self.mpl_reduction = feedback_batch_norm, mpl_reduction
     self.baseline_decay, self.mpl_weight = baseline_decay, mpl_weight
+    self.student_label_smoothing = student_label_smoothing
     self.teacher_options = dict(
         label_smoothing=label_smoothing, supervised_weight=teacher_supervised_weight, uda_weight=uda_weight,
         uda_ramp_steps=uda_ramp_steps, uda_temperature=uda_temperature, uda_threshold=uda_threshold)
     self.student_view, self.student_wait_steps = student_view, student_wait_steps
     self.grad_clip_norm, self.seed = grad_clip_norm, seed
+    self.step_coefficient = None  # c of the student's optimizer (`feedback.step_coefficient`), set by compile
     self.h_baseline = layout.variable(0.0, self.mesh, dtype=keras.backend.floatx(), trainable=False,
                                       name="h_baseline")
 
@@ -93,6 +112,15 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     super().compile(**kwargs)
     if teacher_optimizer is student_optimizer:
       raise ValueError("teacher_optimizer and student_optimizer must be two distinct optimizer objects")
+    self.step_coefficient = feedback_lib.step_coefficient(student_optimizer)
+    needs = [what for what, used in (
+        (f"feedback={self.feedback!r}", self.feedback != "loss_difference"),
+        ("pseudo_labels='soft'", self.pseudo_label_mode == "soft")) if used]
+    if self.step_coefficient is None and needs:
+      raise ValueError(
+          f"{' and '.join(needs)} need(s) the student's optimizer to be tf-keras SGD (momentum, Nesterov and "
+          f"weight decay allowed; clip with grad_clip_norm, not the optimizer), whose step is linear in the "
+          f"gradient; got {type(student_optimizer).__name__}. Use feedback='loss_difference' with hard labels.")
     self.teacher_optimizer, self.student_optimizer = teacher_optimizer, student_optimizer
     delay_learning_rate(student_optimizer, self.student_wait_steps)
 
@@ -129,7 +157,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     return self._finish_step()
 
   def _feedback(self, x_l, y_l, u, t_logits_u, student_lr):
-    """Steps 2-6 (module doc), inside the teacher's tape: pseudo labels from the teacher's logits on the
+    """Steps 2-5 (module doc), inside the teacher's tape: pseudo labels from the teacher's logits on the
     student's view `u`, the student's step on them, and the teacher's MPL term.
 
     Returns (the `_student_step` dict, which also holds the baseline `b` used, and the MPL term).
@@ -142,13 +170,13 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     s = self._student_step(x_l, y_l, u, targets, student_lr, need_grads_after=soft)
     s["baseline"] = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
     if soft:
-      mpl = losses.soft_meta_objective(student_lr, s["grads_u"], s["grads_after"])
+      mpl = losses.soft_meta_objective(s["step_size"], s["grads_u"], s["grads_after"])
     else:
-      mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, t_logits_u)
+      mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, t_logits_u, self.mpl_reduction)
     return s, mpl
 
   def _update_teacher(self, t_tape, t_loss, t_vars, s, mpl, student_lr):
-    """Step 7: the teacher's update, the baseline's, the EMA student's (in `_finish_step`) and shared metrics."""
+    """The teacher's update, the baseline's, the EMA student's (in `_finish_step`) and shared metrics."""
     t_grads = self._clip(self._gradients(t_tape, t_loss, t_vars, self.teacher_optimizer), self.grad_clip_norm)
     teacher_lr = learning_rate_at(self.teacher_optimizer)
     self.teacher_optimizer.apply_gradients(zip(t_grads, t_vars))
@@ -160,46 +188,71 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     self._track("student/labeled_loss", s["loss_before"])
     self._track("mpl/h", s["h"])
     self._track("mpl/h_baseline", s["baseline"])
+    # Diagnostics of the feedback's signal and noise (docs/feedback.md): h_raw = h_null + h_label, where h_null
+    # depends on the optimizer's state only and h_label on the pseudo labels.
+    self._track("mpl/h_raw", s["h_raw"])
+    if "h_label" in s:
+      self._track("mpl/h_label", s["h_label"])
+      self._track("mpl/h_null", s["h_null"])
+      self._track("mpl/h_label_sq", tf.square(s["h_label"]))
+      self._track("mpl/h_null_sq", tf.square(s["h_null"]))
     self._track("lr/student", student_lr)
     self._track("lr/teacher", teacher_lr)
 
   def _student_step(self, x_l, y_l, u, targets, learning_rate, need_grads_after: bool):
-    """One optimizer step of the student on (u, targets), with the labeled loss before and after it.
+    """One optimizer step of the student on (u, targets), with its labeled loss measured around it.
 
-    Returns a dict with the feedback `h`, the pseudo-label loss `loss_u`, the labeled losses `loss_before`
-    and `loss_after`, the gradients `grads_u` of the pseudo-label loss (as computed, so that with soft
-    targets the caller's tape can differentiate them) and, when asked or needed, `grads_after`, the
-    gradient of the labeled loss at the updated weights.
+    Returns a dict with the feedback `h` (per `self.feedback`), `h_raw`, and, when the optimizer's step is
+    known (`step_coefficient`), `h_label` and `h_null`; the pseudo-label loss `loss_u`; the labeled losses
+    `loss_before` / `loss_after`; `step_size` (c * eta); the pseudo-label gradients `grads_u` clipped as applied
+    but not stopped (so that with soft targets the caller's tape can differentiate them); and, when asked or
+    needed, `grads_after`, the gradient of the labeled loss at the updated weights.
     """
     student, variables = self.student, self.student.trainable_variables
-    stats = student.non_trainable_variables
-    loss_before = tf.reduce_mean(losses.cross_entropy(y_l, student(x_l, training=False)))
-    # Training mode updates the moving statistics of batch norm; keep the old ones for the "after" loss.
-    stats_before = [tf.identity(v) for v in stats]
+    mode = self.feedback_batch_norm
+
+    def measure():
+      return feedback_lib.labeled_loss(student, x_l, y_l, mode)
+
+    stats_before = feedback_lib.read_statistics(student)
+    loss_before = measure()
+    if mode == "train":  # a training-mode forward moved the moving statistics: only the student's step may
+      feedback_lib.assign_statistics(student, stats_before)
     with tf.GradientTape() as s_tape:
       s_logits_u = student(u, training=True)
       if targets.dtype.is_integer:
-        loss_u = tf.reduce_mean(losses.cross_entropy(targets, s_logits_u))
+        loss_u = tf.reduce_mean(losses.cross_entropy(targets, s_logits_u, self.student_label_smoothing))
       else:
-        loss_u = tf.reduce_mean(losses.soft_cross_entropy(targets, s_logits_u))
-    grads_u = self._gradients(s_tape, loss_u, variables, self.student_optimizer)
-    applied = self._clip([tf.stop_gradient(g) for g in grads_u], self.grad_clip_norm)
+        smoothed = losses.smooth_targets(targets, self.student_label_smoothing)
+        loss_u = tf.reduce_mean(losses.soft_cross_entropy(smoothed, s_logits_u))
+    grads_u = self._clip(self._gradients(s_tape, loss_u, variables, self.student_optimizer), self.grad_clip_norm)
+    applied = [None if g is None else tf.stop_gradient(g) for g in grads_u]
     self.student_optimizer.apply_gradients(zip(applied, variables))
 
-    stats_after = [tf.identity(v) for v in stats]
-    for var, value in zip(stats, stats_before):
-      var.assign(value)
-    with tf.GradientTape() as after_tape:
-      loss_after = tf.reduce_mean(losses.cross_entropy(y_l, student(x_l, training=False)))
+    # The losses after the step see the moving statistics of before it (inference mode) and leave them as the
+    # student's step set them: the weight update is the only difference between the measurements.
+    stats_after = feedback_lib.read_statistics(student)
+    if mode == "inference":
+      feedback_lib.assign_statistics(student, stats_before)
     grads_after = None
     if need_grads_after or self.feedback == "dot_product":
-      grads_after = self._gradients(after_tape, loss_after, variables, self.student_optimizer)
-    for var, value in zip(stats, stats_after):
-      var.assign(value)
+      with tf.GradientTape() as after_tape:
+        loss_after = measure()
+      grads_after = after_tape.gradient(loss_after, variables)
+    else:
+      loss_after = measure()
+    out = {"loss_u": loss_u, "loss_before": loss_before, "loss_after": loss_after, "grads_u": grads_u,
+           "grads_after": grads_after, "h_raw": losses.feedback_from_losses(loss_before, loss_after)}
+    if self.step_coefficient is not None:
+      out["step_size"] = tf.cast(self.step_coefficient, tf.float32) * learning_rate
+      loss_null = feedback_lib.evaluate_at_null_step(student, applied, out["step_size"], measure)
+      out["h_label"] = losses.feedback_from_losses(loss_null, loss_after)
+      out["h_null"] = losses.feedback_from_losses(loss_before, loss_null)
+    feedback_lib.assign_statistics(student, stats_after)
 
     if self.feedback == "dot_product":
-      h = losses.feedback_dot_product(learning_rate, grads_after, applied)
+      out["h"] = losses.feedback_dot_product(out["step_size"], grads_after, applied)
     else:
-      h = losses.feedback_from_losses(loss_before, loss_after)
-    return {"h": h, "loss_u": loss_u, "loss_before": loss_before, "loss_after": loss_after,
-            "grads_u": grads_u, "grads_after": grads_after}
+      out["h"] = out["h_label"] if self.feedback == "label_effect" else out["h_raw"]
+    return out
+

@@ -2,7 +2,10 @@
 
 The teacher is frozen (inference mode, never updated); the student trains on its pseudo labels for the
 unlabeled batch, plus, weighted by `labeled_weight`, on the labeled batch. This is the method whose
-confirmation bias MPL is meant to fix: it can only inherit the teacher's mistakes.
+confirmation bias MPL is meant to fix: it can only inherit the teacher's mistakes. With two views the teacher
+labels the weak view (`teacher_view`) and the student trains on the strong one, as in Noisy Student: a fixed
+teacher gains nothing from labelling RandAugment + Cutout images, where it is least accurate. (MPL is different:
+its teacher must be scored on the very images the student trained on, so it labels the student's view.)
 """
 import tensorflow as tf
 
@@ -19,20 +22,25 @@ class PseudoLabelsModel(SemiSupervisedModel):
     student: the network that learns.
     pseudo_labels: 'argmax' (classic hard labels), 'sample' (drawn from the teacher's softmax) or 'soft'.
     labeled_weight: weight of the student's CE on the labeled batch (0: pseudo labels only).
-    student_view: 'strong' or 'weak' when elements carry two views.
+    student_view: 'strong' or 'weak' when elements carry two views: what the student trains on.
+    teacher_view: 'weak' or 'strong' when elements carry two views: what the teacher labels.
     ema_decay, grad_clip_norm, seed: as in `MetaPseudoLabelsModel`.
   """
 
   def __init__(self, teacher: keras.Model, student: keras.Model, pseudo_labels: str = "argmax",
-               labeled_weight: float = 1.0, student_view: str = "strong", ema_decay: float = 0.0,
-               grad_clip_norm: float = 0.0, seed: int = 0, **kwargs):
+               labeled_weight: float = 1.0, student_view: str = "strong", teacher_view: str = "weak",
+               ema_decay: float = 0.0, grad_clip_norm: float = 0.0, seed: int = 0, **kwargs):
     super().__init__(student=student, ema_decay=ema_decay, **kwargs)
     if pseudo_labels not in ("argmax", "sample", "soft"):
       raise ValueError(f"pseudo_labels must be 'argmax', 'sample' or 'soft', got {pseudo_labels!r}")
+    for name, view in (("student_view", student_view), ("teacher_view", teacher_view)):
+      if view not in ("strong", "weak"):
+        raise ValueError(f"{name} must be 'strong' or 'weak', got {view!r}")
     self.teacher = teacher
     self.teacher.trainable = False
     self.pseudo_label_mode, self.labeled_weight = pseudo_labels, labeled_weight
-    self.student_view, self.grad_clip_norm, self.seed = student_view, grad_clip_norm, seed
+    self.student_view, self.teacher_view = student_view, teacher_view
+    self.grad_clip_norm, self.seed = grad_clip_norm, seed
 
   @property
   def teacher_for_eval(self):
@@ -42,8 +50,9 @@ class PseudoLabelsModel(SemiSupervisedModel):
     x_l, y_l, u_weak, u_strong = unpack(data)
     if u_weak is None:
       raise ValueError("PseudoLabelsModel needs unlabeled data: ((x_l, y_l), x_u) elements")
-    u = u_strong if (u_strong is not None and self.student_view == "strong") else u_weak
-    t_logits = self.teacher(u, training=False)
+    views = {"weak": u_weak, "strong": u_weak if u_strong is None else u_strong}
+    u = views[self.student_view]
+    t_logits = self.teacher(views[self.teacher_view], training=False)
     variables = self.student.trainable_variables
     with tf.GradientTape() as tape:
       s_logits_l, s_logits_u = layout.split(self.student(tf.concat([x_l, u], 0), training=True), [x_l, u], self.mesh)

@@ -113,14 +113,16 @@ class ReducedMetaPseudoLabelsModel(MetaPseudoLabelsModel):
   """
 
   def __init__(self, teacher: keras.Model, student: keras.Model, pseudo_labels: str = "sample",
-               feedback: str = "loss_difference", baseline_decay: float = 0.99, mpl_weight: float = 1.0,
-               teacher_supervised_weight: float = 1.0, label_smoothing: float = 0.0, student_wait_steps: int = 0,
+               feedback: str = "label_effect", feedback_batch_norm: str = "train", mpl_reduction: str = "mean",
+               baseline_decay: float = 0.99, mpl_weight: float = 1.0, teacher_supervised_weight: float = 1.0,
+               label_smoothing: float = 0.0, student_label_smoothing: float = 0.0, student_wait_steps: int = 0,
                ema_decay: float = 0.0, grad_clip_norm: float = 0.0, seed: int = 0, **kwargs):
     super().__init__(teacher=teacher, student=student, pseudo_labels=pseudo_labels, feedback=feedback,
+                     feedback_batch_norm=feedback_batch_norm, mpl_reduction=mpl_reduction,
                      baseline_decay=baseline_decay, mpl_weight=mpl_weight,
                      teacher_supervised_weight=teacher_supervised_weight, label_smoothing=label_smoothing,
-                     student_wait_steps=student_wait_steps, ema_decay=ema_decay, grad_clip_norm=grad_clip_norm,
-                     seed=seed, **kwargs)
+                     student_label_smoothing=student_label_smoothing, student_wait_steps=student_wait_steps,
+                     ema_decay=ema_decay, grad_clip_norm=grad_clip_norm, seed=seed, **kwargs)
     if teacher.input_shape[-1] != teacher.output_shape[-1]:
       raise ValueError(f"the reduced teacher must map K probabilities to K logits; it maps "
                        f"{teacher.input_shape} to {teacher.output_shape}")

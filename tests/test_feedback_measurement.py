@@ -1,0 +1,169 @@
+"""How the feedback is measured: exactly 0 without a step, batch norm and dropout kept out, the student's view,
+label smoothing and full precision, each checked against a reference computed here."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mpl_tf import MetaPseudoLabelsModel
+from mpl_tf import losses
+from mpl_tf.keras import keras
+from tests.conftest import tiny_batch, tiny_mlp
+
+
+def noisy_student(seed=2, dropout=0.5):
+  """A student with batch norm and dropout: the two things that bias h in public implementations."""
+  inputs = keras.Input((2,))
+  x = keras.layers.Dense(16, kernel_initializer=keras.initializers.GlorotUniform(seed))(inputs)
+  x = keras.layers.BatchNormalization(momentum=0.5)(x)
+  x = keras.layers.Activation("relu")(x)
+  x = keras.layers.Dropout(dropout, seed=seed)(x)
+  outputs = keras.layers.Dense(3, kernel_initializer=keras.initializers.GlorotUniform(seed + 1))(x)
+  return keras.Model(inputs, outputs)
+
+
+def sgd(learning_rate):
+  return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=1e-2)
+
+
+MODES = [(f, bn) for f in ("label_effect", "loss_difference", "dot_product") for bn in ("train", "inference")]
+
+
+@pytest.mark.parametrize("feedback, batch_norm", MODES)
+def test_h_is_exactly_zero_while_the_student_waits_in_every_mode(feedback, batch_norm):
+  x_l, y_l, x_u = tiny_batch(n_l=8, n_u=16)
+  model = MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=noisy_student(), student_wait_steps=2,
+                                feedback=feedback, feedback_batch_norm=batch_norm)
+  model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=sgd(0.5))
+  step = tf.function(model.train_step)
+  trainable = [v.numpy() for v in model.student.trainable_variables]
+  bn_stats = [v.numpy() for v in model.student.non_trainable_variables]
+  for _ in range(2):
+    model.reset_metrics()
+    metrics = step(((x_l, y_l), x_u))
+    assert float(metrics["mpl/h"]) == 0.0 and float(metrics["mpl/h_raw"]) == 0.0
+    assert float(metrics["lr/student"]) == 0.0
+  for before, var in zip(trainable, model.student.trainable_variables):
+    np.testing.assert_array_equal(before, var.numpy())
+  # the student did run in training mode: its batch-norm statistics moved, yet h stayed exactly 0
+  assert any(not np.array_equal(b, v.numpy()) for b, v in zip(bn_stats, model.student.non_trainable_variables))
+  model.reset_metrics()
+  assert float(step(((x_l, y_l), x_u))["mpl/h"]) != 0.0, "after the wait the student learns and h moves"
+
+
+@pytest.mark.parametrize("batch_norm", ["train", "inference"])
+def test_label_effect_is_exactly_zero_at_rate_zero_even_after_momentum_has_built_up(batch_norm):
+  """The raw loss difference then measures the momentum carry-over (not 0); the label effect is 0."""
+  x_l, y_l, x_u = tiny_batch(n_l=8, n_u=16)
+  rate = keras.optimizers.schedules.PiecewiseConstantDecay([2], [0.5, 0.0])  # 3 steps at 0.5, then 0
+  model = MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=noisy_student(), feedback="label_effect",
+                                feedback_batch_norm=batch_norm)
+  model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=sgd(rate))
+  step = tf.function(model.train_step)
+  for _ in range(3):
+    step(((x_l, y_l), x_u))
+  for _ in range(2):
+    model.reset_metrics()
+    metrics = step(((x_l, y_l), x_u))
+    assert float(metrics["lr/student"]) == 0.0
+    assert float(metrics["mpl/h"]) == 0.0 and float(metrics["mpl/h_label"]) == 0.0
+    assert abs(float(metrics["mpl/h_raw"])) > 1e-5, "momentum still moves the weights at rate 0"
+    assert float(metrics["mpl/h_null"]) == float(metrics["mpl/h_raw"])
+
+
+def test_train_mode_uses_the_batch_statistics_of_x_l_with_dropout_off_and_leaves_moving_statistics_alone():
+  x_l, y_l, x_u = tiny_batch(n_l=8, n_u=16, seed=3)
+  model = MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=noisy_student(), feedback_batch_norm="train",
+                                pseudo_labels="argmax")
+  model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=sgd(0.5))
+  reference = noisy_student(dropout=0.0)
+  reference.set_weights(model.student.get_weights())
+  expected_loss = tf.reduce_mean(losses.cross_entropy(y_l, reference(x_l, training=True))).numpy()
+  reference.set_weights(model.student.get_weights())
+  reference(x_u, training=True)  # the one forward that may move the moving statistics: the student's on x_u
+  metrics = model.train_step(((x_l, y_l), x_u))
+  assert float(metrics["student/labeled_loss"]) == pytest.approx(expected_loss, rel=1e-6)
+  for got, want in zip(model.student.non_trainable_variables, reference.non_trainable_variables):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+  assert model.student.layers[4].rate == 0.5, "dropout is restored after the measurement"
+
+
+class Recorder:
+  """Wraps the pseudo-label sampler and records the logits it was given."""
+
+  def __enter__(self):
+    self.real, self.logits = losses.pseudo_labels, []
+    losses.pseudo_labels = lambda logits, mode, seed: (self.logits.append(logits), self.real(logits, mode, seed))[1]
+    return self
+
+  def __exit__(self, *exc):
+    losses.pseudo_labels = self.real
+
+
+@pytest.mark.parametrize("student_view, uda_weight", [("strong", 0.0), ("strong", 1.0), ("weak", 1.0)])
+def test_pseudo_labels_and_the_scored_logits_come_from_the_students_view(float64, student_view, uda_weight):
+  """Two views of different images: the label is drawn from, and the teacher scored on, the student's view."""
+  x_l, y_l, u_weak = tiny_batch(seed=5, n_u=4)
+  u_strong = tiny_batch(seed=9, n_u=4)[2]
+  teacher, reference = tiny_mlp(1), tiny_mlp(1)
+  model = MetaPseudoLabelsModel(teacher=teacher, student=tiny_mlp(2), teacher_supervised_weight=0.0,
+                                baseline_decay=0.0, uda_weight=uda_weight, student_view=student_view,
+                                pseudo_labels="argmax")
+  model.compile(teacher_optimizer=keras.optimizers.SGD(1.0), student_optimizer=keras.optimizers.SGD(0.5))
+  view = {"strong": u_strong, "weak": u_weak}[student_view]
+  other = {"strong": u_weak, "weak": u_strong}[student_view]
+  before = [v.numpy() for v in teacher.trainable_variables]
+  with Recorder() as recorded:
+    metrics = model.train_step(((x_l, y_l), (u_weak, u_strong)))
+  np.testing.assert_allclose(recorded.logits[0].numpy(), reference(view).numpy(), rtol=1e-12)
+  y_hat = tf.argmax(reference(view), -1)
+  h = float(metrics["mpl/h"])
+
+  def expected_gradient(scored):
+    with tf.GradientTape() as tape:
+      loss = h * tf.reduce_mean(losses.cross_entropy(y_hat, reference(scored)))
+      if uda_weight:
+        loss += uda_weight * losses.uda_consistency(reference(u_weak), reference(u_strong))[0]
+    return np.concatenate([g.numpy().ravel() for g in tape.gradient(loss, reference.trainable_variables)])
+  got = np.concatenate([(b - v.numpy()).ravel() for b, v in zip(before, teacher.trainable_variables)])
+  np.testing.assert_allclose(got, expected_gradient(view), rtol=1e-6, atol=1e-9)
+  assert np.linalg.norm(expected_gradient(other) - expected_gradient(view)) > 1e-3 * np.linalg.norm(got)
+
+
+def test_label_smoothing_reaches_the_teachers_and_the_students_losses(float64):
+  x_l, y_l, x_u = tiny_batch(seed=2, n_u=5)
+  teacher, student = tiny_mlp(1), tiny_mlp(2)
+  t_ref, s_ref = tiny_mlp(1), tiny_mlp(2)
+  model = MetaPseudoLabelsModel(teacher=teacher, student=student, pseudo_labels="argmax", label_smoothing=0.2,
+                                student_label_smoothing=0.3)
+  model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=keras.optimizers.SGD(0.1))
+  metrics = model.train_step(((x_l, y_l), x_u))
+  y_hat = tf.argmax(t_ref(x_u), -1)
+
+  def smoothed_ce(labels, logits, s):  # by hand: (1 - s) one-hot + s / K
+    target = (1 - s) * tf.one_hot(labels, 3, dtype=logits.dtype) + s / 3
+    return float(tf.reduce_mean(-tf.reduce_sum(target * tf.nn.log_softmax(logits), -1)))
+  assert float(metrics["teacher/supervised_loss"]) == pytest.approx(smoothed_ce(y_l, t_ref(x_l), 0.2), rel=1e-6)
+  assert float(metrics["student/loss"]) == pytest.approx(smoothed_ce(y_hat, s_ref(x_u), 0.3), rel=1e-6)
+  assert smoothed_ce(y_hat, s_ref(x_u), 0.3) != pytest.approx(smoothed_ce(y_hat, s_ref(x_u), 0.0), rel=1e-3)
+
+
+def test_feedback_losses_are_computed_in_float32_under_mixed_bfloat16():
+  """A bfloat16 difference of two nearly equal losses is mostly rounding; the measurement is float32."""
+  x_l, y_l, x_u = tiny_batch(n_l=16, n_u=16, seed=4)
+  policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    teacher, student = tiny_mlp(1, hidden=32), tiny_mlp(2, hidden=32)
+    model = MetaPseudoLabelsModel(teacher=teacher, student=student, pseudo_labels="argmax")
+    model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=keras.optimizers.SGD(0.1))
+    weights = student.get_weights()
+    low = tf.reduce_mean(losses.cross_entropy(y_l, tf.cast(student(x_l), tf.float32))).numpy()
+    metrics = model.train_step(((x_l, y_l), tf.cast(x_u, tf.float32)))
+  finally:
+    keras.mixed_precision.set_global_policy(policy)
+  full = tiny_mlp(2, hidden=32)
+  full.set_weights(weights)
+  exact = tf.reduce_mean(losses.cross_entropy(y_l, full(x_l))).numpy()
+  assert float(metrics["student/labeled_loss"]) == pytest.approx(exact, rel=1e-6)
+  assert abs(low - exact) > 1e-4 * abs(exact), "the check needs bfloat16 rounding to be visible"
+  assert student.layers[1].compute_dtype == "bfloat16", "the policy is restored after the measurement"
