@@ -42,6 +42,17 @@ ReducedMetaPseudoLabelsModel = gin.external_configurable(reduced_mpl.ReducedMeta
 build_reduced_teacher = gin.external_configurable(reduced_mpl.build_reduced_teacher)
 
 
+def parse_gin(files, bindings) -> None:
+  """Parses gin, turning gin's errors into one clear message that names the binding or file at fault."""
+  # Includes are written from the project root ('gin/data/digits.gin'), so they resolve from any directory.
+  gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    gin.parse_config_files_and_bindings(files, bindings)
+  except (ValueError, KeyError, IOError, SyntaxError) as e:
+    raise SystemExit(f"mpl_tf: bad gin configuration ({', '.join(files) or 'no files'}; bindings "
+                     f"{bindings}): {e}") from e
+
+
 @gin.configurable
 def optimizer(total_steps: int, learning_rate: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
               weight_decay: Optional[float] = None, schedule: str = "constant", warmup_steps: int = 0,

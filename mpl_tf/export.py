@@ -7,7 +7,7 @@ For image datasets the `serving_default` signature takes a batch of uint8 images
 by TensorFlow with an error that names the expected spec instead of being silently resized or cast.
 
 The student is copied into a fresh single-device float32 twin before export: tf-keras `export()` of a
-DTensor or mixed-precision model is not reliable (see ../shared/STACK.md), and a twin keeps the
+DTensor or mixed-precision model is not reliable (docs/dtensor.md: its outputs differed), and a twin keeps the
 SavedModel free of training-only state.
 """
 from typing import Tuple

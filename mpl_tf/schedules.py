@@ -1,7 +1,7 @@
 """Learning-rate schedules: linear warmup then cosine decay, and the student's wait steps.
 
 The official MPL recipe gives teacher and student separate clocks: the student's learning rate is held at 0
-for `wait_steps`, then runs its own warmup and cosine from there (REFERENCE.md, CIFAR-10-4K table).
+for `wait_steps`, then runs its own warmup and cosine from there (official `common_utils.get_learning_rate`; docs/official_recipe.md).
 """
 import math
 from typing import Union

@@ -12,7 +12,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TensorFlow's C++ info
 from absl import app  # pylint: disable=wrong-import-position
 from absl import flags  # pylint: disable=wrong-import-position
 from absl import logging  # pylint: disable=wrong-import-position
-import gin  # pylint: disable=wrong-import-position
 
 from mpl_tf import trainer  # pylint: disable=wrong-import-position
 from mpl_tf import experiment  # pylint: disable=wrong-import-position  # registers the gin configurables before any file is parsed
@@ -24,21 +23,10 @@ flags.DEFINE_string("workdir", None, "directory for metrics.json, the operative 
 flags.mark_flag_as_required("workdir")
 
 
-def parse_gin(files, bindings) -> None:
-  """Parses gin, turning gin's errors into one clear message that names the binding or file at fault."""
-  # Includes are written from the project root ('gin/data/digits.gin'), so they resolve from any directory.
-  gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  try:
-    gin.parse_config_files_and_bindings(files, bindings)
-  except (ValueError, KeyError, IOError, SyntaxError) as e:
-    raise SystemExit(f"mpl_tf.train: bad gin configuration ({', '.join(files) or 'no files'}; bindings "
-                     f"{bindings}): {e}") from e
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   try:
     metrics = experiment.run(FLAGS.workdir)
   except trainer.NonFiniteLossError as e:

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -108,19 +107,34 @@ def final_weights(workdir):
           if name.startswith("model/") and "ITERATOR" not in name}
 
 
+# `python -m mpl_tf.train` that SIGKILLs itself right after the MPL phase's checkpoint at step KILL_AT is on disk:
+# the kill lands at a known point whatever the machine's load (polling for files from outside races the writer).
+KILL_AT = 1000
+KILLED_TRAIN = f"""
+import os, signal, sys
+import tensorflow as tf
+save = tf.train.CheckpointManager.save
+def save_then_die(self, *args, **kwargs):
+  path = save(self, *args, **kwargs)
+  if kwargs.get("checkpoint_number") == {KILL_AT} and self.directory.endswith("mpl"):
+    os.kill(os.getpid(), signal.SIGKILL)
+  return path
+tf.train.CheckpointManager.save = save_then_die
+from absl import app
+from mpl_tf import train
+app.run(train.main)
+"""
+
+
 def test_a_run_killed_in_the_middle_resumes_to_the_same_weights(tmp_path):
   straight = tmp_path / "straight"
   assert train(straight, RESUME, *RESUME_BINDINGS).returncode == 0
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(command(killed, RESUME, RESUME_BINDINGS), cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while time.time() < deadline and not list((killed / "checkpoints" / "mpl").glob("ckpt-*.index")):
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  proc = subprocess.run([sys.executable, "-c", KILLED_TRAIN] + command(killed, RESUME, RESUME_BINDINGS)[3:],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
   interrupted_at = tf.train.latest_checkpoint(str(killed / "checkpoints" / "mpl"))
-  assert interrupted_at is not None and not (killed / "metrics.json").exists(), "the kill came too late"
+  assert interrupted_at.endswith(f"ckpt-{KILL_AT}") and not (killed / "metrics.json").exists()
   resumed = train(killed, RESUME, *RESUME_BINDINGS)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   a, b = final_weights(straight), final_weights(killed)

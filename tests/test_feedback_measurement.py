@@ -167,3 +167,17 @@ def test_feedback_losses_are_computed_in_float32_under_mixed_bfloat16():
   assert float(metrics["student/labeled_loss"]) == pytest.approx(exact, rel=1e-6)
   assert abs(low - exact) > 1e-4 * abs(exact), "the check needs bfloat16 rounding to be visible"
   assert student.layers[1].compute_dtype == "bfloat16", "the policy is restored after the measurement"
+
+
+def test_the_teachers_batch_norm_statistics_follow_its_training_forward():
+  """The official code never runs the teacher's moving-statistics updates; here one step moves them."""
+  x_l, y_l, x_u = tiny_batch(n_l=8, n_u=16)
+  model = MetaPseudoLabelsModel(teacher=noisy_student(seed=5, dropout=0.0), student=tiny_mlp(2))
+  model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=keras.optimizers.SGD(0.1))
+  reference = noisy_student(seed=5, dropout=0.0)
+  reference(tf.concat([x_l, x_u], 0), training=True)  # the teacher's one forward of a step without UDA
+  model.train_step(((x_l, y_l), x_u))
+  for got, want, start in zip(model.teacher.non_trainable_variables, reference.non_trainable_variables,
+                              noisy_student(seed=5, dropout=0.0).non_trainable_variables):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+    assert not np.allclose(got.numpy(), start.numpy())

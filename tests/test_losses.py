@@ -66,7 +66,7 @@ def test_feedback_is_old_minus_new():
 
 
 def test_official_teacher_term_has_zero_gradient_and_ours_does_not():
-  """REFERENCE.md defect 1: CE(stop_grad(softmax(z)), z) has gradient softmax(z) - softmax(z) = 0."""
+  """The official release's defect (docs/public_implementations.md): CE(stop_grad(softmax(z)), z) has gradient softmax(z) - softmax(z) = 0."""
   z = tf.Variable([[0.3, -1.2, 0.5]])
   with tf.GradientTape(persistent=True) as tape:
     official = losses.soft_cross_entropy(tf.stop_gradient(tf.nn.softmax(z)), z)

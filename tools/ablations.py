@@ -38,6 +38,12 @@ flags.DEFINE_string("plot", "docs/ablations.png", "plot to write")
 
 _MPL = "run.method = 'mpl'"
 _NO_UDA = "MetaPseudoLabelsModel.uda_weight = 0.0"
+
+
+def _feedback(form: str, reduction: str, batch_norm: str = "train"):
+  """Bindings of one feedback variant (docs/feedback.md), written out so cached runs never follow a default."""
+  return [_MPL, f"MetaPseudoLabelsModel.feedback = '{form}'", f"MetaPseudoLabelsModel.mpl_reduction = '{reduction}'",
+          f"MetaPseudoLabelsModel.feedback_batch_norm = '{batch_norm}'"]
 # name -> (gin file, bindings, description). The MPL rows without UDA isolate the feedback best: there the
 # teacher learns from 50 labels plus the student's feedback and nothing else.
 CONFIGS = {
@@ -61,9 +67,26 @@ CONFIGS = {
                         "ablation: MPL + UDA with the sign of h flipped"),
     "reduced_mpl": ("gin/digits_reduced_mpl.gin", ["run.method = 'reduced_mpl'"],
                     "Reduced MPL (Appendix E): UDA big teacher, MLP reduced teacher"),
+    # The feedback study (RESULTS.md): MPL + UDA, h as the paper's loss difference or the label effect, the
+    # hard-label term averaged or summed over the unlabeled batch; the control is mpl_uda_h0.
+    "mpl_uda_ld_mean": ("gin/digits.gin", _feedback("loss_difference", "mean"),
+                        "MPL + UDA, h = L(theta) - L(theta') (paper), mean over the unlabeled batch"),
+    "mpl_uda_ld_sum": ("gin/digits.gin", _feedback("loss_difference", "sum"),
+                       "MPL + UDA, h = L(theta) - L(theta'), summed over the unlabeled batch"),
+    "mpl_uda_le_mean": ("gin/digits.gin", _feedback("label_effect", "mean"),
+                        "MPL + UDA, h = L(theta + D0) - L(theta') (label effect), mean"),
+    "mpl_uda_le_sum": ("gin/digits.gin", _feedback("label_effect", "sum"),
+                       "MPL + UDA, h = L(theta + D0) - L(theta') (label effect), summed"),
+    "mpl_uda_le_sum_inference": ("gin/digits.gin", _feedback("label_effect", "sum", "inference"),
+                                 "MPL + UDA, label effect, summed, h measured with batch norm in inference mode"),
 }
 # (method, its feedback-off and flipped twins) for the paired differences.
-PAIRS = (("mpl_sample", "mpl_sample_h0", "mpl_sample_flipped"), ("mpl_uda", "mpl_uda_h0", "mpl_uda_flipped"))
+PAIRS = (("mpl_sample", "mpl_sample_h0", "mpl_sample_flipped"), ("mpl_uda", "mpl_uda_h0", "mpl_uda_flipped"),
+         ("mpl_uda_ld_mean", "mpl_uda_h0"), ("mpl_uda_ld_sum", "mpl_uda_h0"), ("mpl_uda_le_mean", "mpl_uda_h0"),
+         ("mpl_uda_le_sum", "mpl_uda_h0"), ("mpl_uda_le_sum_inference", "mpl_uda_h0"))
+# Groups of variants among which validation accuracy chooses (`chosen_on_validation`).
+GROUPS = (("mpl_sample", "mpl_argmax", "mpl_soft"),
+          ("mpl_uda_ld_mean", "mpl_uda_ld_sum", "mpl_uda_le_mean", "mpl_uda_le_sum", "mpl_uda_le_sum_inference"))
 
 
 def run_config(name: str, seed: str) -> dict:
@@ -109,7 +132,7 @@ def paired(results: dict) -> list:
   return lines
 
 
-def chosen_on_validation(results: dict, groups=(("mpl_sample", "mpl_argmax", "mpl_soft"),)) -> list:
+def chosen_on_validation(results: dict, groups=GROUPS) -> list:
   """For each group of variants, the one with the best mean validation accuracy, and its test accuracy."""
   lines = []
   for group in groups:

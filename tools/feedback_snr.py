@@ -62,7 +62,10 @@ def build(seed: int):
   keras.utils.set_random_seed(seed)
   tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
   data = experiment.load_data(seed)
-  model = experiment.build_method("mpl", data, seed, gin.query_parameter("run.steps"))
+  steps = gin.query_parameter("run.steps")
+  if isinstance(steps, gin.config.ConfigurableReference):  # a macro, e.g. run.steps = %STEPS
+    steps = gin.query_parameter(str(steps))
+  model = experiment.build_method("mpl", data, seed, steps)
   return data, model
 
 
@@ -107,9 +110,9 @@ def summarise(samples, baselines, run_form: str, run_mode: str):
 
 def run(argv):
   del argv
-  from mpl_tf import train  # pylint: disable=import-outside-toplevel
+  from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  train.parse_gin([os.path.join(ROOT, f) for f in FLAGS.gin_file],
+  experiment.parse_gin([os.path.join(ROOT, f) for f in FLAGS.gin_file],
                   ["run.verbose = 0"] + list(FLAGS.gin_bindings))
   tf.config.experimental.enable_op_determinism()
   data, model = build(FLAGS.seed)

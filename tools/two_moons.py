@@ -45,6 +45,20 @@ if ROOT not in sys.path:
 import gin  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
+_UDA = ["build_dataset.two_views = True", "build_dataset.noise_stddev = 0.2", "MetaPseudoLabelsModel.uda_weight = 1.0"]
+_FORMS = {"ld": ("loss difference", "loss_difference"), "le": ("label effect", "label_effect")}
+# The feedback study (RESULTS.md, docs/feedback.md): h as the paper's loss difference or the label effect, the
+# hard-label term averaged or summed over the unlabeled batch, with and without the teacher's UDA term; the
+# controls are mpl_off and mpl_uda_off (CONTROLS). Every option is written out, never left to a default.
+FEEDBACK_VARIANTS: Dict[str, tuple] = {
+    f"mpl{'_uda' if uda else ''}_{form}_{reduction}": (
+        f"MPL{' + UDA' if uda else ''}, {_FORMS[form][0]}, {reduction}",
+        ["run.method = 'mpl'", f"MetaPseudoLabelsModel.feedback = '{_FORMS[form][1]}'",
+         f"MetaPseudoLabelsModel.mpl_reduction = '{reduction}'"] + (_UDA if uda else []))
+    for uda in (False, True) for form in _FORMS for reduction in ("mean", "sum")}
+CONTROLS = {name: ("mpl_uda_off" if "_uda_" in name else "mpl_off") for name in FEEDBACK_VARIANTS}
+CONTROLS.update(mpl="mpl_off", mpl_uda="mpl_uda_off", mpl_x100="mpl_off")
+
 # name -> (label for tables, gin bindings on top of the base file)
 METHODS: Dict[str, tuple] = {
     "supervised": ("Supervised", ["run.method = 'supervised'"]),
@@ -67,13 +81,11 @@ VARIANTS: Dict[str, tuple] = {
     "mpl_nosup_x100": ("MPL x100, teacher without supervised term", [
         "run.method = 'mpl'", "MetaPseudoLabelsModel.teacher_supervised_weight = 0.0",
         "MetaPseudoLabelsModel.mpl_weight = 100.0"]),
-    # The teacher's UDA term: Gaussian input noise as the strong view (REFERENCE.md's later prototype).
-    "mpl_uda": ("MPL + teacher UDA (noise 0.2)", [
-        "run.method = 'mpl'", "build_dataset.two_views = True", "build_dataset.noise_stddev = 0.2",
-        "MetaPseudoLabelsModel.uda_weight = 1.0"]),
-    "mpl_uda_off": ("MPL + teacher UDA, feedback off", [
-        "run.method = 'mpl'", "build_dataset.two_views = True", "build_dataset.noise_stddev = 0.2",
-        "MetaPseudoLabelsModel.uda_weight = 1.0", "MetaPseudoLabelsModel.mpl_weight = 0.0"]),
+    # The teacher's UDA term: Gaussian input noise as the strong view (an earlier prototype of ours).
+    "mpl_uda": ("MPL + teacher UDA (noise 0.2)", ["run.method = 'mpl'"] + _UDA),
+    "mpl_uda_off": ("MPL + teacher UDA, feedback off",
+                    ["run.method = 'mpl'", "MetaPseudoLabelsModel.mpl_weight = 0.0"] + _UDA),
+    **FEEDBACK_VARIANTS,
     # Supervised on 1,998 of the 2,000 true labels (the data needs >= 1 unlabeled point a moon): can the
     # network learn the moons at all in this budget?
     "oracle": ("Oracle: supervised on 1,998 true labels", [
@@ -100,10 +112,10 @@ SWEEP_BINDINGS = ["run.export = False", "run.checkpoint_every = 1000000", "run.v
 
 
 def _parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
-  """Fresh gin state from files + bindings; includes resolve from the repository root, as in `mpl_tf.train`."""
+  """Fresh gin state from files + bindings, parsed as `mpl_tf.train` parses them."""
+  from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
   gin.clear_config()
-  gin.add_config_file_search_path(ROOT)
-  gin.parse_config_files_and_bindings([os.path.join(ROOT, f) for f in files], list(bindings))
+  experiment.parse_gin([os.path.join(ROOT, f) for f in files], list(bindings))
 
 
 @contextlib.contextmanager
@@ -352,6 +364,16 @@ def markdown(results: Dict, seeds: Sequence[int], diagnostics: Dict, command: st
   for name, r in results.items():
     cells = [f"{s:.3f}" + (f" ({t:.3f})" if not np.isnan(t) else "") for s, t in zip(r["student"], r["teacher"])]
     lines.append(f"| {ALL[name][0]} | " + " | ".join(cells) + " |")
+  paired = [(name, CONTROLS[name]) for name in results if CONTROLS.get(name) in results]
+  if paired:
+    lines += ["", "Paired by seed, student accuracy of the method minus its feedback-off control (points of "
+              "accuracy x 100; sample std over seeds):", "",
+              "| method - control | mean difference | std | seeds better / equal / worse |", "| --- | --- | --- | --- |"]
+    for name, control in paired:
+      diff = 100 * (np.array(results[name]["student"]) - np.array(results[control]["student"]))
+      std = np.std(diff, ddof=1) if len(diff) > 1 else 0.0
+      lines.append(f"| {name} - {control} | {np.mean(diff):+.2f} | {std:.2f} | {int(np.sum(diff > 0))} / "
+                   f"{int(np.sum(diff == 0))} / {int(np.sum(diff < 0))} |")
   for name, rows in diagnostics.items():
     lines += ["", f"Diagnostics of {ALL[name][0]}, seed {FLAGS.plot_seed} (means over 20 random unlabeled batches "
               "at each step; h for one plain gradient step of the student on sampled labels; ratios are "

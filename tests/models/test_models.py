@@ -70,7 +70,7 @@ def test_wrn28_2_has_the_official_size(wrn28_2):
   print(f"\nWRN-28-2, 10 classes: {total:,} parameters, {trainable:,} trainable")
   assert total == wrn28_params(2, CLASSES) == 1_475_818
   assert trainable == 1_472_170
-  assert 1_400_000 <= trainable <= 1_500_000  # "~1.45M" (REFERENCE.md)
+  assert 1_400_000 <= trainable <= 1_500_000  # "~1.45M" (official WRN-28-2)
 
 
 def test_wrn28_2_follows_the_official_architecture(wrn28_2):
