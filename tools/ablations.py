@@ -77,16 +77,20 @@ CONFIGS = {
                         "MPL + UDA, h = L(theta + D0) - L(theta') (label effect), mean"),
     "mpl_uda_le_sum": ("gin/digits.gin", _feedback("label_effect", "sum"),
                        "MPL + UDA, h = L(theta + D0) - L(theta') (label effect), summed"),
+    "mpl_uda_le_mean_inference": ("gin/digits.gin", _feedback("label_effect", "mean", "inference"),
+                                  "MPL + UDA, label effect, mean, h measured with batch norm in inference mode"),
     "mpl_uda_le_sum_inference": ("gin/digits.gin", _feedback("label_effect", "sum", "inference"),
                                  "MPL + UDA, label effect, summed, h measured with batch norm in inference mode"),
 }
 # (method, its feedback-off and flipped twins) for the paired differences.
 PAIRS = (("mpl_sample", "mpl_sample_h0", "mpl_sample_flipped"), ("mpl_uda", "mpl_uda_h0", "mpl_uda_flipped"),
          ("mpl_uda_ld_mean", "mpl_uda_h0"), ("mpl_uda_ld_sum", "mpl_uda_h0"), ("mpl_uda_le_mean", "mpl_uda_h0"),
-         ("mpl_uda_le_sum", "mpl_uda_h0"), ("mpl_uda_le_sum_inference", "mpl_uda_h0"))
+         ("mpl_uda_le_sum", "mpl_uda_h0"), ("mpl_uda_le_mean_inference", "mpl_uda_h0"),
+         ("mpl_uda_le_sum_inference", "mpl_uda_h0"))
 # Groups of variants among which validation accuracy chooses (`chosen_on_validation`).
 GROUPS = (("mpl_sample", "mpl_argmax", "mpl_soft"),
-          ("mpl_uda_ld_mean", "mpl_uda_ld_sum", "mpl_uda_le_mean", "mpl_uda_le_sum", "mpl_uda_le_sum_inference"))
+          ("mpl_uda_ld_mean", "mpl_uda_ld_sum", "mpl_uda_le_mean", "mpl_uda_le_sum"),
+          ("mpl_uda_le_mean", "mpl_uda_le_mean_inference"), ("mpl_uda_le_sum", "mpl_uda_le_sum_inference"))
 
 
 def run_config(name: str, seed: str) -> dict:
@@ -137,7 +141,7 @@ def chosen_on_validation(results: dict, groups=GROUPS) -> list:
   lines = []
   for group in groups:
     present = [name for name in group if name in results]
-    if not present:
+    if len(present) < 2:
       continue
     val = {name: statistics.mean(scores(m)["validation"] for m in results[name]) for name in present}
     best = max(present, key=val.get)

@@ -9,7 +9,8 @@ the same machine load:
   part/...                                         each forward / backward pass the MPL step needs, alone:
     teacher_uda      teacher forward + backward + update on [x_l, x_u_weak, x_u_strong] (240 images), sup. + UDA
     teacher_sup      the same on [x_l, x_u_strong] (128 images), supervised only: all the teacher needs w/o UDA
-    student_eval_l   student forward on x_l in inference mode (the labeled loss before, and again after)
+    student_eval_l   student forward on x_l with batch statistics, dropout off (the labeled loss at theta,
+                     theta' and theta + D0: feedback_batch_norm = 'train', the default)
     student_train_u  student forward + backward + update on x_u_strong with hard labels
     student_meta_u   the same with soft labels, plus the backward through that backward (the second-order term
                      of the exact meta-gradient: d/d targets of grad_S L_u . v)
@@ -17,8 +18,8 @@ the same machine load:
   and reports, per variant and jit setting: median seconds per step, images/s (240 a step), the sum of the parts
   that variant needs, MPL / sum (the cost of the bi-level bookkeeping: 1.00 means none), MPL / supervised, and
   the step's peak memory. The parts of each variant:
-    hard:  teacher_(uda|sup) + 2 * student_eval_l + student_train_u
-    soft:  teacher_(uda|sup) + student_eval_l + student_meta_u + student_grad_l
+    hard:  teacher_(uda|sup) + 3 * student_eval_l + student_train_u
+    soft:  teacher_(uda|sup) + 2 * student_eval_l + student_meta_u + student_grad_l
 Each figure is given three ways: the median wall-clock time, the median CPU time of the whole process (all its
 threads, `time.process_time`) and the best (minimum) wall-clock time. On a machine shared with other jobs the
 wall clock swings with their load (up to 4x from one step to the next on our busy 2-core box), while CPU time
@@ -89,6 +90,7 @@ class Element:
 def build_cases(tf, keras, args, element: Element, jit: bool):
   """name -> (one-step callable that blocks until the step is done, variables it keeps) for one jit setting."""
   from mpl_tf import losses  # pylint: disable=import-outside-toplevel
+  from mpl_tf.algorithms import feedback  # pylint: disable=import-outside-toplevel
   from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel  # pylint: disable=import-outside-toplevel
   from mpl_tf.algorithms.supervised import SupervisedModel  # pylint: disable=import-outside-toplevel
   from mpl_tf.algorithms.uda import uda_objective  # pylint: disable=import-outside-toplevel
@@ -152,7 +154,7 @@ def build_cases(tf, keras, args, element: Element, jit: bool):
   direction = [tf.random.stateless_normal(v.shape, (5, i)) * 1e-3 for i, v in enumerate(s_vars)]
 
   def student_eval_l():
-    return tf.reduce_mean(losses.cross_entropy(e.y_l, student(e.x_l, training=False)))
+    return feedback.labeled_loss(student, e.x_l, e.y_l, "train")
 
   def student_train_u():
     with tf.GradientTape() as tape:
@@ -192,8 +194,8 @@ def build_cases(tf, keras, args, element: Element, jit: bool):
 
 PART_NAMES = ("teacher_uda", "teacher_sup", "student_eval_l", "student_train_u", "student_meta_u", "student_grad_l")
 PARTS = {
-    "hard": {"student_eval_l": 2, "student_train_u": 1},
-    "soft": {"student_eval_l": 1, "student_meta_u": 1, "student_grad_l": 1},
+    "hard": {"student_eval_l": 3, "student_train_u": 1},
+    "soft": {"student_eval_l": 2, "student_meta_u": 1, "student_grad_l": 1},
 }
 
 
