@@ -127,12 +127,7 @@ def paired(results: dict) -> list:
   """Per-seed differences of the method minus each ablation (selected accuracy, percentage points)."""
   lines = ["| comparison | mean difference (pp) | std | paired t | seeds better / equal / worse |",
            "| --- | --- | --- | --- | --- |"]
-  for label, diffs in paired_differences(results).items():
-    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-    t = statistics.mean(diffs) / (std / len(diffs) ** 0.5) if std > 0 else float("nan")
-    counts = (sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs))
-    lines.append(f"| {label} | {statistics.mean(diffs):+.2f} | {std:.2f} | {t:+.2f} | "
-                 f"{counts[0]} / {counts[1]} / {counts[2]} |")
+  lines += [run_lib.paired_row(label, diffs) for label, diffs in paired_differences(results).items()]
   return lines
 
 

@@ -2,17 +2,17 @@
 
   python tools/standins.py --out=runs/standins            # writes every stand-in below
 
-Each is a 10-class (shapes: 5-class) set of 100 labeled images (10 a class), an unlabeled pool and a test
-set, in the layout a user gives the project (`build_dataset.name = 'npz'` or `'folder'`):
+Each is a 10-class set of 100 labeled images (10 a class; shapes: 5 classes, 20 a class), an unlabeled pool
+and a test set, in the layout a user gives the project (`build_dataset.name = 'npz'` or `'folder'`):
   digits_npz     scikit-learn digits, 8x8 grey, as `digits_npz.npz`   (x_train, y_train, x_unlabeled, x_test, y_test)
   digits_folder  the same images as PNG files: `digits_folder/{train/<class>,unlabeled,test/<class>}/*.png`
   digits28       digits upscaled to 28x28 grey (bilinear), .npz
   digits32_rgb   digits upscaled to 32x32, drawn in a random colour on a random darker background, .npz
   shapes32       generated 32x32 grey shapes (disc, square, triangle, cross, ring) at random position, size and
                  contrast, with noise, .npz
-Digits (1,797 images) are split the same way for every stand-in: 500 test images (50 a class, the same held-out
-draw as `build_dataset('digits')`'s test set is not reused: this split is its own, seeded by --seed), 100
-labeled, the other 1,197 unlabeled. No image is in two parts.
+Digits (1,797 images) are split the same way for every digits stand-in, seeded by --seed: 500 test images (50 a
+class), 100 labeled, the other 1,197 unlabeled; shapes: 2,000 images, 500 test, 100 labeled, 1,400 unlabeled.
+No image is in two parts.
 """
 import os
 import sys
@@ -25,10 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", "runs/standins", "folder to write the stand-ins into")
-flags.DEFINE_list("which", ["digits_npz", "digits_folder", "digits28", "digits32_rgb", "shapes32"],
-                  "stand-ins to write")
-flags.DEFINE_integer("seed", 0, "seed of the split and of the generated images")
+
+
+def define_flags():
+  """Defined only when run as a script, so that tests can import the module beside other tools' flags."""
+  flags.DEFINE_string("out", "runs/standins", "folder to write the stand-ins into")
+  flags.DEFINE_list("which", ["digits_npz", "digits_folder", "digits28", "digits32_rgb", "shapes32"],
+                    "stand-ins to write")
+  flags.DEFINE_integer("seed", 0, "seed of the split and of the generated images")
 
 NUM_LABELED_PER_CLASS, NUM_TEST_PER_CLASS = 10, 50
 
@@ -142,4 +146,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
