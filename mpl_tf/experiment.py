@@ -14,6 +14,7 @@ A run is a sequence of phases, each checkpointed on its own by `mpl_tf.trainer.t
                   teacher over the stored predictions + student) -> finetune (`reduced_mpl_phases`)
 Re-running the same command after an interruption skips finished phases and resumes the current one.
 """
+import dataclasses
 import gc
 import json
 import os
@@ -28,6 +29,7 @@ from mpl_tf.algorithms import reduced_mpl
 from mpl_tf.algorithms.pseudo_labels import PseudoLabelsModel
 from mpl_tf.algorithms.supervised import SupervisedModel
 from mpl_tf.algorithms.uda import UDAModel
+from mpl_tf.data.augment import describe as describe_augmentation
 from mpl_tf.data.datasets import build_dataset
 from mpl_tf.keras import keras
 from mpl_tf.schedules import WarmupCosine
@@ -119,6 +121,7 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
   keras.mixed_precision.set_global_policy(mixed_precision or "float32")
   data = load_data(seed)
+  _write_augmentation(workdir, data)
   # reduced_mpl builds its student only once the big teacher is gone (reduced_mpl_phases).
   model = build_method(method, data, seed, steps) if method != "reduced_mpl" else None
   _write_config(workdir)
@@ -237,6 +240,16 @@ def evaluate(model: keras.Model, data, prefix: str) -> Dict[str, float]:
     out.update({f"validation/{k}": float(v)
                 for k, v in model.evaluate(data.validation, verbose=0, return_dict=True).items()})
   return out
+
+
+def _write_augmentation(workdir: str, data) -> None:
+  """`augmentation.json`: the views the run trains on, as resolved (defaults, bindings, image statistics)."""
+  if data.augmentation is None or not layout.is_chief():
+    return
+  with open(os.path.join(workdir, "augmentation.json"), "w") as f:
+    json.dump(dataclasses.asdict(data.augmentation), f, indent=2)
+  print(f"mpl_tf: {data.split_name}: {describe_augmentation(data.augmentation)} "
+        f"({os.path.join(workdir, 'augmentation.json')}; see the views: python tools/show_views.py)", flush=True)
 
 
 def _write_config(workdir: str) -> None:

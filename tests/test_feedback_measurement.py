@@ -99,23 +99,33 @@ class Recorder:
     losses.pseudo_labels = self.real
 
 
-@pytest.mark.parametrize("student_view, uda_weight", [("strong", 0.0), ("strong", 1.0), ("weak", 1.0)])
-def test_pseudo_labels_and_the_scored_logits_come_from_the_students_view(float64, student_view, uda_weight):
-  """Two views of different images: the label is drawn from, and the teacher scored on, the student's view."""
+@pytest.mark.parametrize("student_view, label_view, uda_weight", [
+    ("strong", None, 0.0), ("strong", None, 1.0), ("weak", None, 1.0),
+    ("strong", "weak", 0.0), ("strong", "weak", 1.0), ("weak", "strong", 1.0)])
+def test_the_label_is_scored_on_the_view_it_was_drawn_from_and_the_student_trains_on_its_own(
+    float64, student_view, label_view, uda_weight):
+  """Two views of different images: the label is drawn from, and the teacher scored on, `pseudo_label_view`
+  (by default the student's view); the student's loss is on the student's view with that label."""
   x_l, y_l, u_weak = tiny_batch(seed=5, n_u=4)
   u_strong = tiny_batch(seed=9, n_u=4)[2]
   teacher, reference = tiny_mlp(1), tiny_mlp(1)
   model = MetaPseudoLabelsModel(teacher=teacher, student=tiny_mlp(2), teacher_supervised_weight=0.0,
                                 baseline_decay=0.0, uda_weight=uda_weight, student_view=student_view,
-                                pseudo_labels="argmax")
+                                pseudo_label_view=label_view, pseudo_labels="argmax")
   model.compile(teacher_optimizer=keras.optimizers.SGD(1.0), student_optimizer=keras.optimizers.SGD(0.5))
-  view = {"strong": u_strong, "weak": u_weak}[student_view]
-  other = {"strong": u_weak, "weak": u_strong}[student_view]
+  views = {"strong": u_strong, "weak": u_weak}
+  view = views[label_view or student_view]
+  other = views["weak" if view is u_strong else "strong"]
   before = [v.numpy() for v in teacher.trainable_variables]
   with Recorder() as recorded:
     metrics = model.train_step(((x_l, y_l), (u_weak, u_strong)))
   np.testing.assert_allclose(recorded.logits[0].numpy(), reference(view).numpy(), rtol=1e-12)
   y_hat = tf.argmax(reference(view), -1)
+  def student_loss(student_input):  # metrics are float32 means: compare at float32 precision
+    return float(tf.reduce_mean(losses.cross_entropy(y_hat, tiny_mlp(2)(student_input))))
+  other_student_view = views["weak" if student_view == "strong" else "strong"]
+  np.testing.assert_allclose(float(metrics["student/loss"]), student_loss(views[student_view]), rtol=1e-6)
+  assert abs(student_loss(other_student_view) - student_loss(views[student_view])) > 1e-3
   h = float(metrics["mpl/h"])
 
   def expected_gradient(scored):

@@ -87,8 +87,10 @@ def snapshot(model):
 
 
 def labeled_loss_after_real_step(model, data, targets, mode):
-  """L_l(theta') with theta' from the student optimizer's own apply_gradients (the model's code not used)."""
+  """L_l(theta') with theta' from the student optimizer's own apply_gradients (the model's code not used);
+  with two unlabeled views the student trains on the strong one."""
   (x_l, y_l), x_u = data
+  x_u = x_u[1] if isinstance(x_u, tuple) else x_u
   student = model.student
   stats = [v.numpy() for v in student.non_trainable_variables]
   with tf.GradientTape() as tape:
@@ -105,13 +107,22 @@ def labeled_loss_after_real_step(model, data, targets, mode):
   return after.numpy(), norm.numpy()
 
 
-def enumerate_estimator(feedback_mode, batch_norm, reduction, learning_rate=ETA):
+def enumerate_estimator(feedback_mode, batch_norm, reduction, learning_rate=ETA, label_view=None):
   """Over all 27 labelings of 3 unlabeled points, from one warmed-up state: the estimator's mean and
-  covariance trace, the exact gradient of E[L_l(theta'(y_hat))], and the step's metrics."""
+  covariance trace, the exact gradient of E[L_l(theta'(y_hat))], and the step's metrics.
+
+  label_view: None, one unlabeled view; 'weak' or 'strong', two views of different points, the student training
+  on the strong one and its labels drawn from the teacher on `label_view`.
+  """
   x_l, y_l, x_u = tiny_batch(seed=4, n_u=3)
-  data = ((x_l, y_l), x_u)
+  data, x_label = ((x_l, y_l), x_u), x_u
+  options = {}
+  if label_view:
+    x_strong = tiny_batch(seed=8, n_u=3)[2]
+    data, x_label = ((x_l, y_l), (x_u, x_strong)), {"weak": x_u, "strong": x_strong}[label_view]
+    options = dict(student_view="strong", pseudo_label_view=label_view)
   model = warmed_up_model(data, learning_rate, feedback=feedback_mode, feedback_batch_norm=batch_norm,
-                          mpl_reduction=reduction)
+                          mpl_reduction=reduction, **options)
   restore = snapshot(model)
   t_vars = model.teacher.trainable_variables
   grads, probs, exact, metrics, norms = [], [], 0.0, [], []
@@ -123,7 +134,7 @@ def enumerate_estimator(feedback_mode, batch_norm, reduction, learning_rate=ETA)
     grads.append((before - flat(t_vars)) / WEIGHT)  # teacher SGD at lr 1, no other term: minus its gradient
     restore()
     with tf.GradientTape() as tape:
-      p = tf.exp(-tf.reduce_sum(losses.cross_entropy(tf.constant(labels), model.teacher(x_u, training=True))))
+      p = tf.exp(-tf.reduce_sum(losses.cross_entropy(tf.constant(labels), model.teacher(x_label, training=True))))
     grad_p = flat(tape.gradient(p, t_vars))
     loss_after, norm = labeled_loss_after_real_step(model, data, tf.constant(labels, tf.int32), batch_norm)
     exact = exact + loss_after * grad_p
@@ -146,6 +157,15 @@ def test_hard_label_estimator_is_the_exact_gradient_of_the_expected_loss_after_t
   mean, _, exact, metrics = enumerate_estimator(feedback_mode, batch_norm, "sum")
   assert np.linalg.norm(exact) > 1e-4
   assert min(abs(m["mpl/h_null"]) for m in metrics) > 1e-3, "momentum and decay must have built up"
+  np.testing.assert_allclose(mean, exact, rtol=1e-6, atol=1e-11)
+
+
+@pytest.mark.parametrize("label_view", ["weak", "strong"])
+def test_with_two_views_the_estimator_is_exact_for_labels_drawn_from_either_view(float64, label_view):
+  """The student trains on the strong view; its labels come from the teacher on `label_view`: the expected
+  update is the gradient of E_{y_hat ~ T(label view)}[L_l(theta'(y_hat, strong view))]."""
+  mean, _, exact, _ = enumerate_estimator("label_effect", "train", "sum", label_view=label_view)
+  assert np.linalg.norm(exact) > 1e-4
   np.testing.assert_allclose(mean, exact, rtol=1e-6, atol=1e-11)
 
 

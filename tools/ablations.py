@@ -81,6 +81,17 @@ CONFIGS = {
                                   "MPL + UDA, label effect, mean, h measured with batch norm in inference mode"),
     "mpl_uda_le_sum_inference": ("gin/digits.gin", _feedback("label_effect", "sum", "inference"),
                                  "MPL + UDA, label effect, summed, h measured with batch norm in inference mode"),
+    # Why the student trails its teacher (issue: own data): where its labels come from, their mode, finetuning.
+    "mpl_uda_labels_weak": ("gin/digits.gin", _feedback("label_effect", "mean")
+                            + ["MetaPseudoLabelsModel.pseudo_label_view = 'weak'"],
+                            "MPL + UDA (default feedback), student's labels from the teacher's weak view"),
+    "mpl_uda_labels_weak_argmax": ("gin/digits.gin", _feedback("label_effect", "mean")
+                                   + ["MetaPseudoLabelsModel.pseudo_label_view = 'weak'",
+                                      "MetaPseudoLabelsModel.pseudo_labels = 'argmax'"],
+                                   "MPL + UDA, argmax labels from the teacher's weak view"),
+    "mpl_uda_finetune_long": ("gin/digits.gin", _feedback("label_effect", "mean")
+                              + ["run.finetune_steps = 1000", "finetune/optimizer.learning_rate = 0.01"],
+                              "MPL + UDA, finetuning 1,000 steps at lr 0.01 (default: 200 at 1e-3)"),
 }
 # (method, its feedback-off and flipped twins) for the paired differences.
 PAIRS = (("mpl_sample", "mpl_sample_h0", "mpl_sample_flipped"), ("mpl_uda", "mpl_uda_h0", "mpl_uda_flipped"),
@@ -90,7 +101,8 @@ PAIRS = (("mpl_sample", "mpl_sample_h0", "mpl_sample_flipped"), ("mpl_uda", "mpl
 # Groups of variants among which validation accuracy chooses (`chosen_on_validation`).
 GROUPS = (("mpl_sample", "mpl_argmax", "mpl_soft"),
           ("mpl_uda_ld_mean", "mpl_uda_ld_sum", "mpl_uda_le_mean", "mpl_uda_le_sum"),
-          ("mpl_uda_le_mean", "mpl_uda_le_mean_inference"), ("mpl_uda_le_sum", "mpl_uda_le_sum_inference"))
+          ("mpl_uda_le_mean", "mpl_uda_le_mean_inference"), ("mpl_uda_le_sum", "mpl_uda_le_sum_inference"),
+          ("mpl_uda_le_mean", "mpl_uda_labels_weak", "mpl_uda_labels_weak_argmax", "mpl_uda_finetune_long"))
 
 
 def run_config(name: str, seed: str) -> dict:
@@ -127,12 +139,7 @@ def paired(results: dict) -> list:
   """Per-seed differences of the method minus each ablation (selected accuracy, percentage points)."""
   lines = ["| comparison | mean difference (pp) | std | paired t | seeds better / equal / worse |",
            "| --- | --- | --- | --- | --- |"]
-  for label, diffs in paired_differences(results).items():
-    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-    t = statistics.mean(diffs) / (std / len(diffs) ** 0.5) if std > 0 else float("nan")
-    counts = (sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs))
-    lines.append(f"| {label} | {statistics.mean(diffs):+.2f} | {std:.2f} | {t:+.2f} | "
-                 f"{counts[0]} / {counts[1]} / {counts[2]} |")
+  lines += [run_lib.paired_row(label, diffs) for label, diffs in paired_differences(results).items()]
   return lines
 
 

@@ -30,3 +30,20 @@ def mean_std(values) -> str:
     return "-"
   std = statistics.stdev(values) if len(values) > 1 else 0.0
   return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"
+
+
+def paired_stats(diffs) -> dict:
+  """Per-seed differences (percentage points) -> mean, sample std, paired t (nan when std is 0 or one seed) and
+  the counts of seeds better / equal / worse."""
+  mean = statistics.mean(diffs)
+  std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+  t = mean / (std / len(diffs) ** 0.5) if std > 0 else float("nan")
+  return dict(mean=mean, std=std, t=t, better=sum(d > 0 for d in diffs), equal=sum(d == 0 for d in diffs),
+              worse=sum(d < 0 for d in diffs))
+
+
+def paired_row(label: str, diffs) -> str:
+  """One markdown row: | label | mean | std | paired t | better / equal / worse |."""
+  p = paired_stats(diffs)
+  return (f"| {label} | {p['mean']:+.2f} | {p['std']:.2f} | {p['t']:+.2f} | "
+          f"{p['better']} / {p['equal']} / {p['worse']} |")

@@ -3,8 +3,8 @@
 One `train_step` (Algorithm 1, with the teacher's auxiliary losses of section 3.2):
   1. the teacher runs once on [x_l, x_u_weak, x_u_strong] in training mode (supervised + UDA losses), or
      without UDA on [x_l, the student's view] only;
-  2. pseudo labels for the student's view: sampled from softmax(T(x_u)) (default), argmax, or the soft
-     distribution itself;
+  2. pseudo labels from the teacher's logits on `pseudo_label_view` (default: the student's own view): sampled
+     from softmax(T(x_u)) (default), argmax, or the soft distribution itself;
   3. the student takes one optimizer step on (x_u, y_hat) only (label smoothing `student_label_smoothing`): it
      never sees a label during MPL;
   4. the feedback h, from the student's labeled loss measured at three points (`mpl_tf.algorithms.feedback`):
@@ -15,11 +15,14 @@ One `train_step` (Algorithm 1, with the teacher's auxiliary losses of section 3.
      the same batch with batch norm per `feedback_batch_norm`, dropout off, in full precision, and with the
      same moving statistics, so h measures the weights alone and is exactly 0 at a zero student learning rate;
   5. the teacher's loss adds (h - b) * reduce_i CE(y_hat_i, T(x_u_i)) with the same y_hat the student trained
-     on (hard labels; `mpl_reduction` mean or sum), or the exact one-step meta-gradient through the student's
+     on, scored on the view it was drawn from (hard labels; `mpl_reduction` mean or sum: the score function of
+     the distribution the label came from), or the exact one-step meta-gradient through the student's
      real update (soft labels, nested tapes); b is a moving average of h kept in a checkpointed variable.
 The math is in `mpl_tf.losses`, the derivation in docs/feedback.md; this file only orchestrates tapes,
 optimizers and metrics.
 """
+from typing import Optional
+
 import tensorflow as tf
 
 from mpl_tf import layout, losses
@@ -30,6 +33,7 @@ from mpl_tf.keras import keras
 from mpl_tf.schedules import delay_learning_rate, learning_rate_at
 
 PSEUDO_LABEL_MODES = ("sample", "argmax", "soft")
+VIEWS = ("strong", "weak")
 FEEDBACK_MODES = ("label_effect", "loss_difference", "dot_product")
 
 
@@ -59,8 +63,11 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     student_label_smoothing: smoothing of the student's pseudo-label target (official: the same flag, 0.15).
     uda_weight, uda_ramp_steps, uda_temperature, uda_threshold: the teacher's UDA consistency term, off
       when uda_weight is 0 (official CIFAR: 8, 5000, 0.7, 0.6); needs two unlabeled views.
-    student_view: which unlabeled view the student trains on when there are two ('strong' or 'weak'); the
-      pseudo labels come from the teacher's logits on that same view.
+    student_view: which unlabeled view the student trains on when there are two ('strong' or 'weak').
+    pseudo_label_view: which of the teacher's views the student's labels are drawn from ('strong', 'weak', or
+      None: the student's own view, as in the official code). 'weak' is MPL-pytorch's choice: the teacher is
+      most accurate on the weak view, while the student still trains on its own view. The MPL term scores the
+      label under the distribution it was drawn from (T on the label's view), so the estimator stays exact.
     student_wait_steps: the student's learning rate is 0 for its first N steps (official CIFAR: 3000).
     ema_decay: decay of the student's EMA (official CIFAR: 0.995), 0 = off.
     grad_clip_norm: global-norm gradient clipping for both networks, 0 = off.
@@ -72,14 +79,16 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
                baseline_decay: float = 0.99, mpl_weight: float = 1.0, teacher_supervised_weight: float = 1.0,
                label_smoothing: float = 0.0, student_label_smoothing: float = 0.0, uda_weight: float = 0.0,
                uda_ramp_steps: int = 0, uda_temperature: float = 1.0, uda_threshold: float = 0.0,
-               student_view: str = "strong", student_wait_steps: int = 0, ema_decay: float = 0.0,
-               grad_clip_norm: float = 0.0, seed: int = 0, **kwargs):
+               student_view: str = "strong", pseudo_label_view: Optional[str] = None,
+               student_wait_steps: int = 0, ema_decay: float = 0.0, grad_clip_norm: float = 0.0, seed: int = 0,
+               **kwargs):
     super().__init__(student=student, ema_decay=ema_decay, **kwargs)
     for name, value, known in (("pseudo_labels", pseudo_labels, PSEUDO_LABEL_MODES),
                                ("feedback", feedback, FEEDBACK_MODES),
                                ("feedback_batch_norm", feedback_batch_norm, feedback_lib.BATCH_NORM_MODES),
                                ("mpl_reduction", mpl_reduction, losses.MPL_REDUCTIONS),
-                               ("student_view", student_view, ("strong", "weak"))):
+                               ("student_view", student_view, VIEWS),
+                               ("pseudo_label_view", pseudo_label_view, VIEWS + (None,))):
       if value not in known:
         raise ValueError(f"{name} must be one of {known}, got {value!r}")
     if not 0.0 <= baseline_decay < 1.0:
@@ -97,6 +106,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
         label_smoothing=label_smoothing, supervised_weight=teacher_supervised_weight, uda_weight=uda_weight,
         uda_ramp_steps=uda_ramp_steps, uda_temperature=uda_temperature, uda_threshold=uda_threshold)
     self.student_view, self.student_wait_steps = student_view, student_wait_steps
+    self.pseudo_label_view = pseudo_label_view or student_view
     self.grad_clip_norm, self.seed = grad_clip_norm, seed
     self.step_coefficient = None  # c of the student's optimizer (`feedback.step_coefficient`), set by compile
     self.h_baseline = layout.variable(0.0, self.mesh, dtype=keras.backend.floatx(), trainable=False,
@@ -130,21 +140,23 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     if u_weak is None:
       raise ValueError("MetaPseudoLabelsModel trains on ((x_l, y_l), x_u) or ((x_l, y_l), (x_u_weak, "
                        "x_u_strong)) elements; got labeled data only")
-    use_strong = u_strong is not None and self.student_view == "strong"
-    u_student = u_strong if use_strong else u_weak
+    # With one unlabeled view, it is both the student's and the labels' view.
+    views = {"weak": u_weak, "strong": u_weak if u_strong is None else u_strong}
+    label_view = self.pseudo_label_view if u_strong is not None else "weak"
+    u_student = views[self.student_view]
     student_lr = learning_rate_at(self.student_optimizer)
     t_vars = self.teacher.trainable_variables
     # Only the teacher's variables are watched, so the student's forward and update are not recorded here
     # unless they depend on the teacher's output (soft labels: the nested tape the meta-gradient needs).
-    # Without UDA the teacher needs the student's view only: the other view's forward and backward would cost
+    # Without UDA the teacher needs the labels' view only: the other view's forward and backward would cost
     # a third more teacher work for nothing (tools/benchmark_step.py, BENCHMARKS.md).
     uda_on = self.teacher_options["uda_weight"] > 0 and u_strong is not None
-    t_weak, t_strong = (u_weak, u_strong) if uda_on else (u_student, None)
+    t_weak, t_strong = (u_weak, u_strong) if uda_on else (views[label_view], None)
     with tf.GradientTape(watch_accessed_variables=False) as t_tape:
       t_tape.watch(t_vars)
       t = uda_objective(self.teacher, x_l, y_l, t_weak, t_strong, self.global_step, **self.teacher_options)
       # NaN logits would make sampling return out-of-range labels; fail here with a message that says so.
-      t_logits_u = tf.debugging.check_numerics(t["strong"] if use_strong else t["weak"],
+      t_logits_u = tf.debugging.check_numerics(t[label_view] if uda_on else t["weak"],
                                                "MPL teacher logits on the unlabeled batch")
       s, mpl = self._feedback(x_l, y_l, u_student, t_logits_u, student_lr)
       t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
@@ -158,7 +170,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
 
   def _feedback(self, x_l, y_l, u, t_logits_u, student_lr):
     """Steps 2-5 (module doc), inside the teacher's tape: pseudo labels from the teacher's logits on the
-    student's view `u`, the student's step on them, and the teacher's MPL term.
+    labels' view (`t_logits_u`), the student's step on them with its view `u`, and the teacher's MPL term.
 
     Returns (the `_student_step` dict, which also holds the baseline `b` used, and the MPL term).
     """

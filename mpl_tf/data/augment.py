@@ -25,6 +25,7 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import keras
 import keras_cv
+import numpy as np
 import tensorflow as tf
 
 from mpl_tf.data.augment_ops import PAIRING_KEY, SamplePairing, random_pad_and_crop
@@ -42,6 +43,14 @@ SVHN_OPS: Tuple[str, ...] = (
 DIGITS_OPS: Tuple[str, ...] = (
     "AutoContrast", "Brightness", "Contrast", "Equalize", "Sharpness", "Posterize", "Solarize", "Rotate",
     "ShearX", "ShearY", "TranslateX", "TranslateY")
+
+# Not in the paper: the default for a user's own images (`folder`, `npz`), which may be digits, documents, scans
+# or medical images rather than photos. Only ops that keep any image's class: no Invert and no Solarize (at
+# M = 10 Solarize inverts every pixel: light-on-dark becomes dark-on-light), no SamplePairing (a blend of two
+# images is neither), no Color (colour can be what tells classes apart). Geometry stays mild at M = 10.
+OWN_DATA_OPS: Tuple[str, ...] = (
+    "AutoContrast", "Brightness", "Contrast", "Equalize", "Sharpness", "Posterize", "Rotate", "ShearX",
+    "ShearY", "TranslateX", "TranslateY")
 
 ALL_OPS: Tuple[str, ...] = tuple(sorted(set(CIFAR10_OPS) | set(SVHN_OPS) | set(DIGITS_OPS)))
 MAGNITUDE_FREE_OPS = frozenset({"AutoContrast", "Equalize", "Invert"})
@@ -91,6 +100,29 @@ class AugmentConfig:
       raise ValueError("cutout_fraction and pad_fraction must be in [0, 1]")
     if not 0.0 <= self.op_rate <= 1.0:
       raise ValueError(f"op_rate must be in [0, 1], got {self.op_rate}")
+
+
+def border_fill(images: Sequence[np.ndarray]) -> float:
+  """The median pixel value on the outer ring of `images` (values in [0, 255]): the background colour.
+
+  Padding, Cutout and the empty corners of rotations filled with it look like background rather than a
+  grey square (CIFAR's 128) or a black one: what a digit, a scan or a photo would show there.
+  """
+  rings = []
+  for image in images:
+    image = np.asarray(image, np.float32)
+    rings += [image[0].ravel(), image[-1].ravel(), image[:, 0].ravel(), image[:, -1].ravel()]
+  if not rings:
+    raise ValueError("border_fill needs at least one image")
+  return float(np.clip(np.median(np.concatenate(rings)), 0.0, 255.0))
+
+
+def describe(config: AugmentConfig) -> str:
+  """One line for the log: every setting of the views, flips spelled out."""
+  flips = "on" if config.flip else "off (build_dataset.flip = True allows them)"
+  return (f"weak view: horizontal flips {flips}, pad-and-crop {config.pad_fraction:g} of the side; strong view: "
+          f"RandAugment N={config.num_ops} M={config.magnitude:g} over {list(config.ops)}, Cutout "
+          f"{config.cutout_fraction:g} of the side; fill value {config.fill_value:g}")
 
 
 def _clip(value: float, low: float, high: float) -> float:

@@ -46,6 +46,8 @@ class DatasetBundle:
     batch_size, unlabeled_batch_size, labeled_batch_size: per-step batch sizes of train / labeled.
     two_views: whether `train` carries two unlabeled views.
     class_names: if the source names its classes.
+    augmentation: the augmentation in effect (None for two_moons), as resolved from the dataset's defaults and the
+      arguments: the run writes it to its workdir.
     raw: the source, split, views and preparation behind `train` (`RawExamples`), for work that needs each raw
       example once (Reduced MPL's stored predictions); None for two_moons.
   """
@@ -68,6 +70,7 @@ class DatasetBundle:
   two_views: bool
   class_names: Optional[Tuple[str, ...]] = None
   raw: Optional["RawExamples"] = None
+  augmentation: Optional[augment.AugmentConfig] = None
 
   def as_dict(self) -> Dict[str, object]:
     """The fields as a dict (`train`, `labeled`, `test`, `num_classes`, `input_shape`, `split_name`, ...)."""
@@ -94,8 +97,15 @@ class DatasetSpec:
   num_test: splits.Count = 0  # held out of the pool, only for sources without a test set of their own
   unlabeled_includes_labeled: bool = False
   image_size: Optional[int] = None  # sources of varying sizes are cropped / resized to this
+  fill_from_border: bool = False  # fill value = the images' median border pixel (`augment.border_fill`)
 
 
+# A user's own images may be anything (digits, documents, scans, medical images): no flips unless asked, only
+# class-keeping ops (augment.OWN_DATA_OPS), a Cutout of a quarter of the side, padding / Cutout filled with the
+# images' background colour. On digits-like data the CIFAR defaults (flips, Cutout of half the side in grey,
+# Invert, Solarize, SamplePairing) left MPL's student far below supervised training (RESULTS.md).
+_OWN_DATA = augment.AugmentConfig(flip=False, pad_fraction=0.125, ops=augment.OWN_DATA_OPS, num_ops=2,
+                                  magnitude=10.0, cutout_fraction=0.25)
 _THIRTY_TWO = dict(pad_fraction=0.125, fill_value=128.0, num_ops=2, magnitude=16.0, cutout_fraction=0.5)
 
 SPECS: Dict[str, DatasetSpec] = {
@@ -122,10 +132,10 @@ SPECS: Dict[str, DatasetSpec] = {
         source=lambda path=None, unlabeled_path=None, test_path=None, image_size=None, **_: sources.folder_source(
             _required(path, "folder"), unlabeled_path=unlabeled_path, test_path=test_path,
             image_size=(image_size, image_size) if image_size else None),
-        augment=augment.AugmentConfig(magnitude=10.0), num_labeled=1.0, num_test=0.2),
+        augment=_OWN_DATA, fill_from_border=True, num_labeled=1.0, num_test=0.2),
     "npz": DatasetSpec(
         source=lambda path=None, **_: sources.npz_source(_required(path, "npz")),
-        augment=augment.AugmentConfig(magnitude=10.0), num_labeled=1.0),
+        augment=_OWN_DATA, fill_from_border=True, num_labeled=1.0),
 }
 
 
@@ -139,10 +149,16 @@ def known_datasets() -> Tuple[str, ...]:
   return tuple(sorted(SPECS))
 
 
-def _augment_config(spec: DatasetSpec, channels: int, ops, num_ops, magnitude, cutout_fraction,
-                    flip) -> augment.AugmentConfig:
+def _augment_config(spec: DatasetSpec, source: sources.Source, channels: int, ops, num_ops, magnitude,
+                    cutout_fraction, flip, fill_value) -> augment.AugmentConfig:
+  """The dataset's default augmentation with the given arguments (None: keep the default) applied."""
+  if fill_value is None and spec.fill_from_border:
+    images = source.sample_images(1000)
+    if images:
+      fill_value = augment.border_fill(images)
   overrides = {k: v for k, v in dict(ops=tuple(ops) if ops is not None else None, num_ops=num_ops,
-                                     magnitude=magnitude, cutout_fraction=cutout_fraction, flip=flip).items()
+                                     magnitude=magnitude, cutout_fraction=cutout_fraction, flip=flip,
+                                     fill_value=fill_value).items()
                if v is not None}
   config = dataclasses.replace(spec.augment, **overrides)
   if channels != 3:
@@ -160,7 +176,8 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
                   num_validation: splits.Count = None, num_test: splits.Count = None,
                   augment_ops: Optional[Sequence[str]] = None, augment_num_ops: Optional[int] = None,
                   augment_magnitude: Optional[float] = None, cutout_fraction: Optional[float] = None,
-                  flip: Optional[bool] = None, noise_stddev: float = 0.0, image_size: Optional[int] = None,
+                  flip: Optional[bool] = None, fill_value: Optional[float] = None, noise_stddev: float = 0.0,
+                  image_size: Optional[int] = None,
                   data_dir: Optional[str] = None, path: Optional[str] = None, unlabeled_path: Optional[str] = None,
                   test_path: Optional[str] = None, shuffle_buffer: int = 10_000) -> DatasetBundle:
   """Builds the training, labeled and evaluation datasets of one named dataset.
@@ -181,6 +198,10 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
     augment_ops: RandAugment op names (None: the paper's Table 5 list for the dataset).
     augment_num_ops: N, RandAugment ops per image. augment_magnitude: M (RandAugment's scale; 10 = reference max).
     cutout_fraction: Cutout side as a fraction of the image side. flip: allow horizontal flips.
+    fill_value: in [0, 255], for padding, Cutout and geometric ops; None: the dataset's (128 for the paper's
+      benchmarks, 0 for digits, the images' median border pixel for folder / npz).
+    Every augmentation argument left None keeps the dataset's default; own data (folder / npz) defaults to no
+    flips, class-keeping ops (`augment.OWN_DATA_OPS`) at M = 10 and a Cutout of a quarter of the side.
     noise_stddev: two_moons only: Gaussian noise on the strong view (0: strong = weak = the raw points).
     image_size: ImageNet / folder: side of the square images fed to the model.
     data_dir: TFDS data directory. path / unlabeled_path / test_path: folder or .npz inputs.
@@ -232,8 +253,9 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
   else:
     input_shape = tuple(source.image_shape)
     train_prepare = eval_prepare = pipeline.as_float
-  config = _augment_config(spec, input_shape[-1], augment_ops, augment_num_ops, augment_magnitude,
-                           cutout_fraction, flip)
+  config = _augment_config(spec, source, input_shape[-1], augment_ops, augment_num_ops, augment_magnitude,
+                           cutout_fraction, flip, fill_value)
+  log.info("augmentation of %s: %s", name, augment.describe(config))
   views = augment.image_views(config, input_shape)
 
   lab_seed, unl_seed = splits.derived_seed(seed, "labeled"), splits.derived_seed(seed, "unlabeled")
@@ -260,7 +282,7 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
       num_labeled=len(split.labeled), num_unlabeled=num_unlabeled, num_validation=len(split.validation),
       num_test=source.num_test if own_test else len(split.test), batch_size=batch_size,
       unlabeled_batch_size=unlabeled_batch_size, labeled_batch_size=labeled_batch_size, two_views=two_views,
-      class_names=source.class_names, raw=RawExamples(source, split, views, train_prepare))
+      class_names=source.class_names, raw=RawExamples(source, split, views, train_prepare), augmentation=config)
 
 
 def _two_moons(num_labeled, seed, batch_size, unlabeled_batch_size, labeled_batch_size, two_views, unlabeled_view,

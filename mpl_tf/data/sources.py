@@ -57,6 +57,11 @@ class Source(abc.ABC):
     """Finite `(image, label)` dataset of the source's own test set, or None."""
     return None
 
+  def sample_images(self, count: int) -> Optional[List[np.ndarray]]:
+    """Up to `count` pool images as arrays in [0, 255] (for image statistics), or None for streamed sources."""
+    del count
+    return None
+
 
 class ArraySource(Source):
   """A source held in memory as numpy arrays (digits, .npz, folders, two moons).
@@ -105,6 +110,10 @@ class ArraySource(Source):
   def unlabeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
     extra = np.arange(self._num_pool, self._num_pool + self.num_extra_unlabeled)
     return self._gather(_shuffled_indices(np.concatenate([indices, extra]), seed)).map(lambda x, y: x)
+
+  def sample_images(self, count: int) -> Optional[List[np.ndarray]]:
+    step = max(1, self._num_pool // max(1, count))
+    return list(self._x[:self._num_pool:step][:count])
 
   def test_examples(self) -> Optional[tf.data.Dataset]:
     if self._x_test is None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mpl_tf.data import build_dataset, known_datasets
+from mpl_tf.data import augment, build_dataset, known_datasets
 
 
 def test_digits_bundle_structure_and_counts():
@@ -104,3 +104,43 @@ def test_gin_binds_the_builder():
     assert next(iter(data.train))[0][0].shape == (64, 8, 8, 1)
   finally:
     gin.clear_config()
+
+
+def _digit_like_npz(path, n=40, side=12):
+  """Light strokes on a black background (like digits, scans), with a bright top-left corner in every image."""
+  rng = np.random.default_rng(0)
+  x = np.zeros((n, side, side, 1), np.uint8)
+  x[:, 3:9, 5:7] = 255  # a vertical bar
+  x[:, 0, 0] = 255      # one bright border pixel: the median must not move
+  x[:, 4:6, 2:4] = rng.integers(100, 200, size=(n, 2, 2, 1))
+  np.savez(path, x_train=x[:30], y_train=np.arange(30) % 2, x_test=x[30:], y_test=np.arange(30, n) % 2)
+  return path
+
+
+def test_own_data_defaults_do_no_harm_and_are_recorded(tmp_path, caplog):
+  """No flips, no inverting ops, a quarter-side Cutout, and the background colour as fill (0 here, not CIFAR's
+  grey 128); the resolved settings are logged and carried by the bundle (the run writes them)."""
+  path = _digit_like_npz(str(tmp_path / "strokes.npz"))
+  with caplog.at_level("INFO"):
+    data = build_dataset("npz", path=path, num_labeled=10, batch_size=2)
+  config = data.augmentation
+  assert not config.flip and config.fill_value == 0.0 and config.cutout_fraction == 0.25
+  assert not {"Invert", "Solarize", "SamplePairing", "Color"} & set(config.ops)
+  assert "horizontal flips off" in caplog.text and "fill value 0" in caplog.text
+  # Every default can still be overridden, the fill value included.
+  data = build_dataset("npz", path=path, num_labeled=10, batch_size=2, flip=True, fill_value=128.0,
+                       augment_ops=["Invert"])
+  assert data.augmentation.flip and data.augmentation.fill_value == 128.0 and data.augmentation.ops == ("Invert",)
+  # The paper's benchmarks keep theirs.
+  assert build_dataset("digits").augmentation.fill_value == 0.0
+
+
+def test_border_fill_is_the_median_of_the_outer_ring():
+  white_frame = np.zeros((6, 6, 3), np.float32)
+  white_frame[0], white_frame[-1], white_frame[:, 0], white_frame[:, -1] = 250, 250, 250, 250
+  white_frame[2:4, 2:4] = 10  # the inside does not count
+  assert augment.border_fill([white_frame, white_frame]) == 250.0
+  mixed = [np.full((4, 4, 1), 30.0), np.full((5, 3, 1), 30.0), np.full((4, 4, 1), 200.0)]
+  assert augment.border_fill(mixed) == 30.0
+  with pytest.raises(ValueError, match="at least one image"):
+    augment.border_fill([])

@@ -1,0 +1,56 @@
+"""Own-data tools: the comparison's verdict, the stand-ins, the views grid, and the CNN's automatic strides."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import compare  # pylint: disable=wrong-import-position
+import run_lib  # pylint: disable=wrong-import-position
+import standins  # pylint: disable=wrong-import-position
+
+from mpl_tf.models.cnn import auto_strides  # pylint: disable=wrong-import-position
+
+
+def test_paired_stats_by_hand():
+  p = run_lib.paired_stats([1.0, 2.0, 3.0])
+  assert p["mean"] == 2.0 and p["std"] == 1.0 and p["t"] == pytest.approx(2.0 / (1.0 / 3 ** 0.5))
+  assert (p["better"], p["equal"], p["worse"]) == (3, 0, 0)
+  assert np.isnan(run_lib.paired_stats([0.5, 0.5])["t"])
+
+
+def test_verdict_compares_with_the_best_baseline_and_needs_every_seed():
+  # Well above supervised, but the best baseline (UDA, the smallest difference) decides.
+  mixed = compare.verdict({"supervised": [5.0, 6.0, 7.0], "uda": [0.5, -0.4, 0.3]})
+  assert mixed.startswith("No measurable difference") and "against uda" in mixed
+  assert compare.verdict({"supervised": [3.0, 4.0, 5.0], "uda": [1.0, 1.5, 2.0]}).startswith("MPL helped")
+  assert compare.verdict({"supervised": [-3.0, -4.0, -5.2]}).startswith("MPL hurt")
+  # Two seeds never make a claim.
+  assert compare.verdict({"supervised": [3.0, 4.0]}).startswith("No measurable difference")
+
+
+def test_standin_splits_are_disjoint_balanced_and_cover_the_digits():
+  x, y, labeled, unlabeled, test = standins.split_digits(seed=3)
+  assert x.shape == (1797, 8, 8, 1) and x.dtype == np.uint8 and x.max() == 255
+  assert not (set(labeled) & set(test) or set(labeled) & set(unlabeled) or set(test) & set(unlabeled))
+  assert len(labeled) + len(unlabeled) + len(test) == 1797
+  assert np.all(np.bincount(y[labeled]) == 10) and np.all(np.bincount(y[test]) == 50)
+
+
+def test_generated_shapes_and_colourised_digits(tmp_path):
+  images, labels = standins.shapes(4, 32, seed=0)
+  assert images.shape == (20, 32, 32, 1) and np.all(np.bincount(labels) == 4)
+  grey = np.zeros((2, 4, 4, 1), np.uint8)
+  grey[:, 1:3, 1:3] = 255
+  rgb = standins.colourise(grey, seed=0)
+  assert rgb.shape == (2, 4, 4, 3)
+  assert np.all(rgb[:, 1, 1].astype(int).sum(-1) > rgb[:, 0, 0].astype(int).sum(-1))  # strokes brighter
+  path = standins.build("digits28", str(tmp_path), seed=0)
+  with np.load(path) as data:
+    assert data["x_train"].shape == (100, 28, 28, 1) and data["x_test"].shape == (500, 28, 28, 1)
+
+
+@pytest.mark.parametrize("side, expected", [(8, (1, 2, 1)), (16, (2, 2, 1)), (28, (2, 2, 2)), (32, (2, 2, 2))])
+def test_auto_strides_end_near_four_by_four(side, expected):
+  assert auto_strides((side, side, 1), 3) == expected

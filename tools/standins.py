@@ -1,0 +1,150 @@
+"""Stand-ins for a user's own images, built from data that ships offline, written in the own-data formats.
+
+  python tools/standins.py --out=runs/standins            # writes every stand-in below
+
+Each is a 10-class set of 100 labeled images (10 a class; shapes: 5 classes, 20 a class), an unlabeled pool
+and a test set, in the layout a user gives the project (`build_dataset.name = 'npz'` or `'folder'`):
+  digits_npz     scikit-learn digits, 8x8 grey, as `digits_npz.npz`   (x_train, y_train, x_unlabeled, x_test, y_test)
+  digits_folder  the same images as PNG files: `digits_folder/{train/<class>,unlabeled,test/<class>}/*.png`
+  digits28       digits upscaled to 28x28 grey (bilinear), .npz
+  digits32_rgb   digits upscaled to 32x32, drawn in a random colour on a random darker background, .npz
+  shapes32       generated 32x32 grey shapes (disc, square, triangle, cross, ring) at random position, size and
+                 contrast, with noise, .npz
+Digits (1,797 images) are split the same way for every digits stand-in, seeded by --seed: 500 test images (50 a
+class), 100 labeled, the other 1,197 unlabeled; shapes: 2,000 images, 500 test, 100 labeled, 1,400 unlabeled.
+No image is in two parts.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # pylint: disable=wrong-import-position
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined only when run as a script, so that tests can import the module beside other tools' flags."""
+  flags.DEFINE_string("out", "runs/standins", "folder to write the stand-ins into")
+  flags.DEFINE_list("which", ["digits_npz", "digits_folder", "digits28", "digits32_rgb", "shapes32"],
+                    "stand-ins to write")
+  flags.DEFINE_integer("seed", 0, "seed of the split and of the generated images")
+
+NUM_LABELED_PER_CLASS, NUM_TEST_PER_CLASS = 10, 50
+
+
+def split_digits(seed: int):
+  """(x uint8 [N, 8, 8, 1] in 0..255, y, labeled idx, unlabeled idx, test idx), class-balanced, disjoint."""
+  from sklearn import datasets as sk_datasets  # pylint: disable=import-outside-toplevel
+  digits = sk_datasets.load_digits()
+  x = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  y = digits.target.astype(np.int64)
+  rng = np.random.default_rng(seed)
+  labeled, test = [], []
+  for c in range(10):
+    members = rng.permutation(np.flatnonzero(y == c))
+    test += list(members[:NUM_TEST_PER_CLASS])
+    labeled += list(members[NUM_TEST_PER_CLASS:NUM_TEST_PER_CLASS + NUM_LABELED_PER_CLASS])
+  unlabeled = np.setdiff1d(np.arange(len(y)), np.concatenate([labeled, test]))
+  return x, y, np.array(labeled), rng.permutation(unlabeled), np.array(test)
+
+
+def resize(x: np.ndarray, side: int) -> np.ndarray:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  out = tf.image.resize(tf.cast(x, tf.float32), (side, side), method="bilinear")
+  return np.clip(np.round(out.numpy()), 0, 255).astype(np.uint8)
+
+
+def colourise(x: np.ndarray, seed: int) -> np.ndarray:
+  """Grey [N, H, W, 1] -> RGB: each image's strokes in a random bright colour over a random dark background."""
+  rng = np.random.default_rng(seed + 1)
+  fg = rng.uniform(140, 255, size=(len(x), 1, 1, 3))
+  bg = rng.uniform(0, 90, size=(len(x), 1, 1, 3))
+  a = x.astype(np.float32) / 255.0
+  return np.clip(np.round(bg + a * (fg - bg)), 0, 255).astype(np.uint8)
+
+
+def shapes(n_per_class: int, side: int, seed: int):
+  """Five generated shape classes in grey, each at a random centre, size, intensity, with Gaussian noise."""
+  rng = np.random.default_rng(seed + 2)
+  yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) + 0.5
+  images, labels = [], []
+  for c in range(5):
+    for _ in range(n_per_class):
+      r = rng.uniform(0.18, 0.32) * side
+      cy, cx = rng.uniform(r + 1, side - r - 1, size=2)
+      dy, dx = (yy - cy) / r, (xx - cx) / r
+      if c == 0:
+        mask = dy ** 2 + dx ** 2 <= 1.0                                         # disc
+      elif c == 1:
+        mask = (np.abs(dy) <= 0.8) & (np.abs(dx) <= 0.8)                         # square
+      elif c == 2:
+        mask = (dy <= 0.8) & (dy >= -0.9 + 1.7 * np.abs(dx))                    # triangle
+      elif c == 3:
+        mask = ((np.abs(dy) <= 0.25) | (np.abs(dx) <= 0.25)) & (np.abs(dy) <= 1) & (np.abs(dx) <= 1)  # cross
+      else:
+        mask = (dy ** 2 + dx ** 2 <= 1.0) & (dy ** 2 + dx ** 2 >= 0.45)         # ring
+      fg, bg = rng.uniform(150, 255), rng.uniform(0, 80)
+      image = np.where(mask, fg, bg) + rng.normal(0, 12, size=mask.shape)
+      images.append(np.clip(np.round(image), 0, 255).astype(np.uint8)[..., None])
+      labels.append(c)
+  order = rng.permutation(len(labels))
+  return np.stack(images)[order], np.array(labels, np.int64)[order]
+
+
+def write_npz(path: str, x, y, labeled, unlabeled, test) -> None:
+  np.savez_compressed(path, x_train=x[labeled], y_train=y[labeled], x_unlabeled=x[unlabeled], x_test=x[test],
+                      y_test=y[test])
+
+
+def write_folder(root: str, x, y, labeled, unlabeled, test) -> None:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  for part, idx, with_class in (("train", labeled, True), ("unlabeled", unlabeled, False), ("test", test, True)):
+    for i in idx:
+      folder = os.path.join(root, part, str(y[i])) if with_class else os.path.join(root, part)
+      os.makedirs(folder, exist_ok=True)
+      tf.io.write_file(os.path.join(folder, f"{i:05d}.png"), tf.io.encode_png(x[i]))
+
+
+def build(name: str, out: str, seed: int) -> str:
+  """Writes one stand-in under `out`; returns its path (the .npz file or the folder)."""
+  x, y, labeled, unlabeled, test = split_digits(seed)
+  if name == "digits_folder":
+    path = os.path.join(out, name)
+    write_folder(path, x, y, labeled, unlabeled, test)
+    return path
+  if name == "digits28":
+    x = resize(x, 28)
+  elif name == "digits32_rgb":
+    x = colourise(resize(x, 32), seed)
+  elif name == "shapes32":
+    x, y = shapes(400, 32, seed)
+    rng = np.random.default_rng(seed + 3)
+    labeled, test = [], []
+    for c in range(5):
+      members = rng.permutation(np.flatnonzero(y == c))
+      test += list(members[:100])
+      labeled += list(members[100:100 + 2 * NUM_LABELED_PER_CLASS])
+    unlabeled = np.setdiff1d(np.arange(len(y)), np.concatenate([labeled, test]))
+    labeled, test = np.array(labeled), np.array(test)
+  elif name != "digits_npz":
+    raise ValueError(f"unknown stand-in {name!r}")
+  path = os.path.join(out, f"{name}.npz")
+  write_npz(path, x, y, labeled, unlabeled, test)
+  return path
+
+
+def main(argv):
+  del argv
+  os.makedirs(FLAGS.out, exist_ok=True)
+  for name in FLAGS.which:
+    print(build(name, FLAGS.out, FLAGS.seed))
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
