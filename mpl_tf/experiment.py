@@ -125,9 +125,12 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   # reduced_mpl builds its student only once the big teacher is gone (reduced_mpl_phases).
   model = build_method(method, data, seed, steps) if method != "reduced_mpl" else None
   _write_config(workdir)
+  # Curves on held-out data every `eval_every` steps: the validation split, or the test split when the dataset
+  # holds none out (tagged `test/...`: for watching, e.g. the teacher-student gap, never for choosing).
+  held_out = ("validation", data.validation) if data.validation is not None else ("test", data.test)
   common = dict(workdir=workdir, steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every,
                 summary_every=summary_every, verbose=verbose,
-                eval_dataset=data.validation, eval_every=eval_every)
+                eval_dataset=held_out[1], eval_every=eval_every, eval_name=held_out[0])
   if method == "pseudo_labels":
     pretrain = compile_supervised(model.teacher, "teacher", teacher_pretrain_steps or steps)
     trainer.train_phase(pretrain, data.labeled, phase="teacher", steps=teacher_pretrain_steps or steps, **common)

@@ -31,14 +31,16 @@ def _to_float(logs) -> Dict[str, float]:
 
 def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, phase: str, steps: int,
                 steps_per_execution: int = 1, checkpoint_every: int = 1000, summary_every: int = 100,
-                eval_dataset: Optional[tf.data.Dataset] = None, eval_every: int = 0, verbose: int = 1,
+                eval_dataset: Optional[tf.data.Dataset] = None, eval_every: int = 0, eval_name: str = "eval",
+                verbose: int = 1,
                 checkpoint_iterator: bool = True, max_to_keep: int = 2) -> Dict[str, float]:
   """Trains `model` (already compiled) on `dataset` until its `global_step` reaches `steps`.
 
   Writes checkpoints to `workdir/checkpoints/<phase>` every `checkpoint_every` steps and at the end,
   TensorBoard scalars (every metric the train step returns, under its own name such as `mpl/h`, plus
-  `eval/...` from `eval_dataset` every `eval_every` steps) to `workdir/summaries/<phase>`, and shows a Keras
-  progress bar titled with the phase. Returns the metrics of the last logged window.
+  `<eval_name>/...` from `eval_dataset` every `eval_every` steps, with `<eval_name>/teacher_minus_student`
+  when the model scores a teacher too: the gap the student must close) to `workdir/summaries/<phase>`, and
+  shows a Keras progress bar titled with the phase. Returns the metrics of the last logged window.
   """
   if checkpoint_iterator:
     # Random augmentation ops keep state outside the pipeline, which tf.data cannot save: save the position
@@ -95,9 +97,11 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
       model.reset_metrics()
     if eval_dataset is not None and eval_every and (step % eval_every < n or step == steps):
       results = model.evaluate(eval_dataset, verbose=0, return_dict=True)
+      if "teacher/accuracy" in results and "student/accuracy" in results:
+        results["teacher_minus_student"] = results["teacher/accuracy"] - results["student/accuracy"]
       with writer.as_default(step=step):
         for name, value in results.items():
-          tf.summary.scalar(f"eval/{name}", value)
+          tf.summary.scalar(f"{eval_name}/{name}", value)
       model.reset_metrics()
     if step % checkpoint_every < n or step == steps:
       saved = manager.save(checkpoint_number=step)

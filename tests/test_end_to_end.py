@@ -25,9 +25,9 @@ def train(workdir, gin_files, *bindings, timeout=600):
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-  """One smoke-sized MPL run on the real digits: every phase, a few steps each."""
+  """One smoke-sized MPL run on the real digits: every phase, a few steps each, held-out curves every 3 steps."""
   workdir = tmp_path_factory.mktemp("digits")
-  proc = train(workdir, ["gin/digits.gin", "gin/smoke.gin"])
+  proc = train(workdir, ["gin/digits.gin", "gin/smoke.gin"], "run.eval_every = 3")
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir
 
@@ -51,6 +51,27 @@ def test_smoke_run_writes_config_checkpoints_summaries_metrics_and_export(digits
     for event in tf.compat.v1.train.summary_iterator(str(event_file)):
       tags.update(v.tag for v in event.summary.value)
   assert {"mpl/h", "mpl/h_baseline", "uda/mask_ratio", "lr/student", "lr/teacher", "teacher/loss"} <= tags
+
+
+def _scalars(event_dir):
+  values = {}
+  for event_file in event_dir.glob("events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+      for v in event.summary.value:
+        values.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
+  return values
+
+
+def test_held_out_curves_give_both_accuracies_and_the_teacher_student_gap(digits_run):
+  # digits holds no validation split out, so the curves are on the test split and say so in their tags.
+  mpl = _scalars(digits_run / "summaries" / "mpl")
+  assert set(mpl["test/teacher_minus_student"]) == {4, 6}  # eval_every 3 at chunks of 2 steps
+  for step in (4, 6):
+    gap = mpl["test/teacher/accuracy"][step] - mpl["test/student/accuracy"][step]
+    assert mpl["test/teacher_minus_student"][step] == pytest.approx(gap, abs=1e-6)
+  finetune = _scalars(digits_run / "summaries" / "finetune")
+  assert "test/student/accuracy" in finetune and "test/teacher_minus_student" not in finetune
+  assert not any(tag.startswith("validation/") for tag in mpl)
 
 
 def test_export_serves_the_live_ema_student_and_refuses_bad_inputs(digits_run):

@@ -54,3 +54,23 @@ def test_generated_shapes_and_colourised_digits(tmp_path):
 @pytest.mark.parametrize("side, expected", [(8, (1, 2, 1)), (16, (2, 2, 1)), (28, (2, 2, 2)), (32, (2, 2, 2))])
 def test_auto_strides_end_near_four_by_four(side, expected):
   assert auto_strides((side, side, 1), 3) == expected
+
+
+def test_gap_curve_averages_the_teacher_student_gap_over_seeds_per_step(tmp_path):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  runs = []
+  for seed, gaps in enumerate(({250: 0.5, 500: 0.02}, {250: 0.3, 500: -0.01})):
+    workdir = tmp_path / f"mpl.seed{seed}"
+    writer = tf.summary.create_file_writer(str(workdir / "summaries" / "mpl"))
+    with writer.as_default():
+      for step, gap in gaps.items():
+        tf.summary.scalar("test/teacher_minus_student", gap, step=step)
+        tf.summary.scalar("test/student/accuracy", 0.9, step=step)  # other tags are ignored
+    writer.flush()
+    runs.append(str(workdir))
+  curve = compare.gap_curve(runs)
+  assert list(curve) == [250, 500]
+  assert curve[250] == pytest.approx(40.0) and curve[500] == pytest.approx(0.5)
+  lines = compare.gap_lines(curve, [1.5, 2.5])
+  assert lines[-1] == "| gap | +40.0 | +0.5 | +2.0 |"
+  assert "eval_every = 0" in compare.gap_lines({}, [1.0])[0]

@@ -97,7 +97,10 @@ CONFIGS = {
 PAIRS = (("mpl_sample", "mpl_sample_h0", "mpl_sample_flipped"), ("mpl_uda", "mpl_uda_h0", "mpl_uda_flipped"),
          ("mpl_uda_ld_mean", "mpl_uda_h0"), ("mpl_uda_ld_sum", "mpl_uda_h0"), ("mpl_uda_le_mean", "mpl_uda_h0"),
          ("mpl_uda_le_sum", "mpl_uda_h0"), ("mpl_uda_le_mean_inference", "mpl_uda_h0"),
-         ("mpl_uda_le_sum_inference", "mpl_uda_h0"))
+         ("mpl_uda_le_sum_inference", "mpl_uda_h0"),
+         # the student-gap study: where the student's labels come from, their mode, the finetuning budget
+         ("mpl_uda_labels_weak", "mpl_uda_le_mean"), ("mpl_uda_labels_weak_argmax", "mpl_uda_labels_weak"),
+         ("mpl_uda_finetune_long", "mpl_uda_le_mean"))
 # Groups of variants among which validation accuracy chooses (`chosen_on_validation`).
 GROUPS = (("mpl_sample", "mpl_argmax", "mpl_soft"),
           ("mpl_uda_ld_mean", "mpl_uda_ld_sum", "mpl_uda_le_mean", "mpl_uda_le_sum"),
@@ -140,6 +143,16 @@ def paired(results: dict) -> list:
   lines = ["| comparison | mean difference (pp) | std | paired t | seeds better / equal / worse |",
            "| --- | --- | --- | --- | --- |"]
   lines += [run_lib.paired_row(label, diffs) for label, diffs in paired_differences(results).items()]
+  return lines
+
+
+def teacher_gap(results: dict) -> list:
+  """Teacher minus the exported (finetuned) student, per configuration with a teacher, in points."""
+  lines = ["| configuration | teacher - exported student (mean +- std) | per seed |", "| --- | --- | --- |"]
+  for name, runs in results.items():
+    gaps = [scores(m)["teacher"] - scores(m)["after"] for m in runs if scores(m)["teacher"] is not None]
+    if gaps:
+      lines.append(f"| {name} | {run_lib.mean_std(gaps)} | {', '.join(f'{100 * g:+.1f}' for g in gaps)} |")
   return lines
 
 
@@ -255,7 +268,8 @@ def main(argv):
   command = (f"python tools/ablations.py --seeds={','.join(FLAGS.seeds)} --steps={FLAGS.steps} "
              f"--num_validation={FLAGS.num_validation} --configs={','.join(names)} --out={FLAGS.out}")
   lines = [f"Command: `{command}`", "", *table(results), "", "Paired per-seed differences (selected):", "",
-           *paired(results), "", "Chosen on validation:", "", *chosen_on_validation(results), "",
+           *paired(results), "", "The student's gap to its own teacher (test):", "", *teacher_gap(results), "",
+           "Chosen on validation:", "", *chosen_on_validation(results), "",
            "Size of the feedback in the teacher's update (TensorBoard windows of 50 steps, after the student's "
            "wait):", "", *feedback_table([n for n in names if n.startswith("mpl") and not n.endswith("_h0")],
                                          after_step=200), "",

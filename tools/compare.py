@@ -7,7 +7,8 @@ Every method trains with the same gin recipe (default `gin/own_data.gin`: the ow
 small CNN with strides from the image size), the same data, seeds and --steps, each run in its own cached
 work directory under --workroot (an interrupted comparison resumes). The table gives each method's test
 accuracy (the exported student, after finetuning; before finetuning; the teacher where there is one), then
-MPL's finetuned student minus each baseline paired by seed, and the student's gap to its own teacher. The last
+MPL's finetuned student minus each baseline paired by seed, the student's gap to its own teacher (and, from
+TensorBoard, that gap on held-out data every `run.eval_every` steps of MPL, gin/own_data.gin: 250). The last
 line says in words whether MPL helped: better than the best baseline on every seed with a paired t above 2
 (at least 3 seeds) is "helped"; the mirror image is "hurt"; anything else is "no measurable difference".
 A few seeds on a small budget answer "is something badly wrong", not "by how much": for a claim, use more seeds.
@@ -32,15 +33,21 @@ def define_flags():
   flags.DEFINE_multi_string("gin_bindings", [], "bindings for every run: at least the data, e.g. "
                             "\"build_dataset.path = 'my.npz'\"")
   flags.DEFINE_list("methods", ["supervised", "uda", "mpl"],
-                    "methods to compare: mpl and baselines among supervised, uda, pseudo_labels")
+                    "methods to compare: mpl, baselines among supervised, uda, pseudo_labels, and optionally "
+                    "reduced_mpl (its recipe: the same gin plus gin/algorithms/reduced_mpl.gin)")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "values for run.seed")
   flags.DEFINE_integer("steps", 1500, "training steps of every method's main phase (a small budget)")
   flags.DEFINE_string("workroot", "runs/compare", "parent of the per-run work directories")
   flags.DEFINE_string("out", "runs/compare/compare.md", "markdown file to write (its .json and .png beside it)")
 
 
+BASELINES = ("supervised", "uda", "pseudo_labels")
+REDUCED_MPL_GIN = "gin/algorithms/reduced_mpl.gin"
+
+
 def run_one(method: str, seed: str) -> dict:
-  bindings = [f"run.method = '{method}'", f"run.seed = {seed}", f"STEPS = {FLAGS.steps}"] + FLAGS.gin_bindings
+  extra = [f"include '{REDUCED_MPL_GIN}'"] if method == "reduced_mpl" else []
+  bindings = extra + [f"run.method = '{method}'", f"run.seed = {seed}", f"STEPS = {FLAGS.steps}"] + FLAGS.gin_bindings
   return run_lib.train(FLAGS.gin_file, os.path.join(FLAGS.workroot, f"{method}.seed{seed}"), bindings)
 
 
@@ -55,6 +62,33 @@ def verdict(diffs_by_baseline: dict) -> str:
   if n >= 3 and p["worse"] == n and p["t"] < -2:
     return f"MPL hurt on this data: its student is {figure}."
   return f"No measurable difference: MPL's student is {figure} (the best baseline)."
+
+
+def gap_curve(workdirs) -> dict:
+  """{step: mean over runs of the teacher's minus the student's held-out accuracy, in points} over the MPL phase,
+  from the `<split>/teacher_minus_student` scalars the trainer writes every `run.eval_every` steps."""
+  import glob  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  per_step = {}
+  for workdir in workdirs:
+    for path in glob.glob(os.path.join(workdir, "summaries", "mpl", "events.*")):
+      for event in tf.compat.v1.train.summary_iterator(path):
+        for v in event.summary.value:
+          if v.tag.endswith("/teacher_minus_student"):
+            per_step.setdefault(event.step, []).append(100 * float(tf.make_ndarray(v.tensor)))
+  return {step: statistics.mean(values) for step, values in sorted(per_step.items())}
+
+
+def gap_lines(curve: dict, final_gap) -> list:
+  """Markdown: the gap over training, then after finetuning (the exported student)."""
+  if not curve:
+    return ["(no teacher-student curve: the MPL runs were trained with run.eval_every = 0)"]
+  steps = list(curve)
+  return ["Teacher minus student on held-out data during MPL (points, mean over seeds; `run.eval_every`), and for "
+          "the exported, finetuned student:", "",
+          "| step | " + " | ".join(str(s) for s in steps) + " | exported |",
+          "| --- | " + " | ".join("---" for _ in steps) + " | --- |",
+          "| gap | " + " | ".join(f"{curve[s]:+.1f}" for s in steps) + f" | {statistics.mean(final_gap):+.1f} |"]
 
 
 def table(results: dict) -> list:
@@ -94,15 +128,22 @@ def plot(results: dict, path: str) -> None:
 
 def main(argv):
   del argv
-  if "mpl" not in FLAGS.methods or len(FLAGS.methods) < 2:
-    raise SystemExit("--methods must include mpl and at least one baseline")
+  unknown = set(FLAGS.methods) - set(BASELINES) - {"mpl", "reduced_mpl"}
+  if unknown or "mpl" not in FLAGS.methods or not set(FLAGS.methods) & set(BASELINES):
+    raise SystemExit(f"--methods must include mpl and at least one of {', '.join(BASELINES)} "
+                     f"(optionally reduced_mpl){'; unknown: ' + ', '.join(sorted(unknown)) if unknown else ''}")
   results = {}
   for seed in FLAGS.seeds:  # seeds outside: an interrupted comparison has every method on the same seeds
     for method in FLAGS.methods:
       results.setdefault(method, []).append(run_one(method, seed))
   student = lambda method: [100 * r["student/accuracy"] for r in results[method]]
-  diffs = {m: [a - b for a, b in zip(student("mpl"), student(m))] for m in FLAGS.methods if m != "mpl"}
+  diffs = {m: [a - b for a, b in zip(student("mpl"), student(m))] for m in FLAGS.methods if m in BASELINES}
+  variants = []
+  if "reduced_mpl" in results:
+    variants.append(run_lib.paired_row("reduced_mpl - mpl",
+                                       [a - b for a, b in zip(student("reduced_mpl"), student("mpl"))]))
   gap = [100 * (r["student/accuracy"] - r["teacher/accuracy"]) for r in results["mpl"]]
+  curve = gap_curve([os.path.join(FLAGS.workroot, f"mpl.seed{seed}") for seed in FLAGS.seeds])
   command = (f"python tools/compare.py --gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} "
              f"--seeds={','.join(FLAGS.seeds)} --steps={FLAGS.steps} --out={FLAGS.out}"
              + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings))
@@ -110,12 +151,13 @@ def main(argv):
            "MPL's exported student minus each baseline, and minus its own teacher, paired by seed (points):", "",
            "| comparison | mean | std | paired t | seeds better / equal / worse |", "| --- | --- | --- | --- | --- |",
            *[run_lib.paired_row(f"mpl - {m}", d) for m, d in diffs.items()],
-           run_lib.paired_row("mpl student - mpl teacher", gap), "", verdict(diffs)]
+           run_lib.paired_row("mpl student - mpl teacher", gap), *variants, "", *gap_lines(curve, [-g for g in gap]), "",
+           verdict(diffs)]
   os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
   with open(FLAGS.out, "w") as f:
     f.write("\n".join(lines) + "\n")
   with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
-    json.dump(dict(command=command, results=results), f, indent=2, sort_keys=True)
+    json.dump(dict(command=command, results=results, teacher_minus_student=curve), f, indent=2, sort_keys=True)
   plot(results, os.path.splitext(FLAGS.out)[0] + ".png")
   print("\n".join(lines))
 

@@ -8,8 +8,8 @@ and a test set, in the layout a user gives the project (`build_dataset.name = 'n
   digits_folder  the same images as PNG files: `digits_folder/{train/<class>,unlabeled,test/<class>}/*.png`
   digits28       digits upscaled to 28x28 grey (bilinear), .npz
   digits32_rgb   digits upscaled to 32x32, drawn in a random colour on a random darker background, .npz
-  shapes32       generated 32x32 grey shapes (disc, square, triangle, cross, ring) at random position, size and
-                 contrast, with noise, .npz
+  shapes32       generated 32x32 grey shapes (disc, square, triangle, cross, ring) at random position, size,
+                 rotation and low contrast, over uneven backgrounds with distractor strokes and noise, .npz
 Digits (1,797 images) are split the same way for every digits stand-in, seeded by --seed: 500 test images (50 a
 class), 100 labeled, the other 1,197 unlabeled; shapes: 2,000 images, 500 test, 100 labeled, 1,400 unlabeled.
 No image is in two parts.
@@ -35,6 +35,7 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "seed of the split and of the generated images")
 
 NUM_LABELED_PER_CLASS, NUM_TEST_PER_CLASS = 10, 50
+NUM_SHAPES_LABELED_PER_CLASS = 20
 
 
 def split_digits(seed: int):
@@ -69,15 +70,19 @@ def colourise(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 def shapes(n_per_class: int, side: int, seed: int):
-  """Five generated shape classes in grey, each at a random centre, size, intensity, with Gaussian noise."""
+  """Five generated shape classes in grey, made hard on purpose (so that 20 labels do not saturate supervised
+  training): each at a random centre, size, rotation and low contrast, over a background with a random
+  brightness gradient, two random distractor strokes and strong Gaussian noise."""
   rng = np.random.default_rng(seed + 2)
   yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) + 0.5
   images, labels = [], []
   for c in range(5):
     for _ in range(n_per_class):
-      r = rng.uniform(0.18, 0.32) * side
+      r = rng.uniform(0.16, 0.34) * side
       cy, cx = rng.uniform(r + 1, side - r - 1, size=2)
-      dy, dx = (yy - cy) / r, (xx - cx) / r
+      angle = rng.uniform(0, 2 * np.pi)
+      ry, rx = (yy - cy) / r, (xx - cx) / r
+      dy, dx = np.cos(angle) * ry - np.sin(angle) * rx, np.sin(angle) * ry + np.cos(angle) * rx
       if c == 0:
         mask = dy ** 2 + dx ** 2 <= 1.0                                         # disc
       elif c == 1:
@@ -88,8 +93,15 @@ def shapes(n_per_class: int, side: int, seed: int):
         mask = ((np.abs(dy) <= 0.25) | (np.abs(dx) <= 0.25)) & (np.abs(dy) <= 1) & (np.abs(dx) <= 1)  # cross
       else:
         mask = (dy ** 2 + dx ** 2 <= 1.0) & (dy ** 2 + dx ** 2 >= 0.45)         # ring
-      fg, bg = rng.uniform(150, 255), rng.uniform(0, 80)
-      image = np.where(mask, fg, bg) + rng.normal(0, 12, size=mask.shape)
+      bg = rng.uniform(40, 140) + rng.uniform(-40, 40) * (yy - side / 2) / side + rng.uniform(-40, 40) * (
+          xx - side / 2) / side
+      image = np.where(mask, bg + rng.uniform(50, 110), bg)
+      for _ in range(1):  # a distractor stroke: a bright line anywhere
+        y0, x0, y1, x1 = rng.uniform(0, side, size=4)
+        t = np.clip(((yy - y0) * (y1 - y0) + (xx - x0) * (x1 - x0)) / ((y1 - y0) ** 2 + (x1 - x0) ** 2 + 1e-6), 0, 1)
+        near = (yy - y0 - t * (y1 - y0)) ** 2 + (xx - x0 - t * (x1 - x0)) ** 2 <= 1.0
+        image = np.where(near, image + rng.uniform(35, 90), image)
+      image = image + rng.normal(0, 20, size=mask.shape)
       images.append(np.clip(np.round(image), 0, 255).astype(np.uint8)[..., None])
       labels.append(c)
   order = rng.permutation(len(labels))
@@ -128,7 +140,7 @@ def build(name: str, out: str, seed: int) -> str:
     for c in range(5):
       members = rng.permutation(np.flatnonzero(y == c))
       test += list(members[:100])
-      labeled += list(members[100:100 + 2 * NUM_LABELED_PER_CLASS])
+      labeled += list(members[100:100 + NUM_SHAPES_LABELED_PER_CLASS])
     unlabeled = np.setdiff1d(np.arange(len(y)), np.concatenate([labeled, test]))
     labeled, test = np.array(labeled), np.array(test)
   elif name != "digits_npz":
