@@ -198,3 +198,21 @@ def test_mixed_precision_runs_end_to_end_with_float32_losses_and_export(tmp_path
   out = serve(images=tf.zeros((2, 8, 8, 1), tf.uint8))
   assert out["probabilities"].dtype == tf.float32
   np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, rtol=1e-5)
+
+
+def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
+  # gin/own_data.gin as a user runs it (weak-view student, soft targets, held-out curves), a few steps a phase.
+  sys.path.insert(0, os.path.join(ROOT, "tools"))
+  import standins  # pylint: disable=import-outside-toplevel
+  path = standins.build("digits_npz", str(tmp_path), seed=0)
+  workdir = tmp_path / "run"
+  proc = train(workdir, ["gin/own_data.gin", "gin/smoke.gin"], f"build_dataset.path = '{path}'", "run.eval_every = 2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config = (workdir / "operative_config.gin").read_text()
+  for line in ("MetaPseudoLabelsModel.student_view = 'weak'", "MetaPseudoLabelsModel.pseudo_labels = 'soft'",
+               "build_dataset.name = 'npz'"):
+    assert line in config
+  assert json.loads((workdir / "augmentation.json").read_text())["flip"] is False
+  curves = _scalars(workdir / "summaries" / "mpl")
+  assert set(curves["test/teacher_minus_student"]) == {2, 4, 6}
+  assert json.loads((workdir / "metrics.json").read_text())["teacher/accuracy"] > 0.0

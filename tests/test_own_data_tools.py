@@ -74,3 +74,17 @@ def test_gap_curve_averages_the_teacher_student_gap_over_seeds_per_step(tmp_path
   lines = compare.gap_lines(curve, [1.5, 2.5])
   assert lines[-1] == "| gap | +40.0 | +0.5 | +2.0 |"
   assert "eval_every = 0" in compare.gap_lines({}, [1.0])[0]
+
+
+def test_validation_standin_holds_out_unlabeled_images_and_leaves_the_test_images_out(tmp_path):
+  x, y, labeled, unlabeled, test = standins.split_digits(seed=0)
+  validation, rest = standins.hold_out_validation(y, unlabeled, per_class=20)
+  assert len(validation) == 200 and np.all(np.bincount(y[validation]) == 20)
+  assert set(validation) | set(rest) == set(unlabeled) and not set(validation) & set(rest)
+  with np.load(standins.build("digits_npz", str(tmp_path), seed=0, validation=True)) as val, \
+       np.load(standins.build("digits_npz", str(tmp_path), seed=0)) as full:
+    assert np.array_equal(val["x_train"], full["x_train"])  # the same labeled images
+    held = {im.tobytes() for im in val["x_test"]}
+    assert held <= {im.tobytes() for im in full["x_unlabeled"]}
+    assert not held & {im.tobytes() for im in full["x_test"]}
+    assert len(val["x_unlabeled"]) == len(full["x_unlabeled"]) - 200

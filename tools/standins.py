@@ -33,6 +33,8 @@ def define_flags():
   flags.DEFINE_list("which", ["digits_npz", "digits_folder", "digits28", "digits32_rgb", "shapes32"],
                     "stand-ins to write")
   flags.DEFINE_integer("seed", 0, "seed of the split and of the generated images")
+  flags.DEFINE_bool("validation", False, "write <name>_val.npz: 200 unlabeled images held out as its test part, "
+                    "the real test images left out (for choosing settings)")
 
 NUM_LABELED_PER_CLASS, NUM_TEST_PER_CLASS = 10, 50
 NUM_SHAPES_LABELED_PER_CLASS = 20
@@ -122,10 +124,22 @@ def write_folder(root: str, x, y, labeled, unlabeled, test) -> None:
       tf.io.write_file(os.path.join(folder, f"{i:05d}.png"), tf.io.encode_png(x[i]))
 
 
-def build(name: str, out: str, seed: int) -> str:
-  """Writes one stand-in under `out`; returns its path (the .npz file or the folder)."""
+def hold_out_validation(y, unlabeled, per_class: int):
+  """(validation, rest of unlabeled): `per_class` images of each class taken from the unlabeled pool."""
+  validation = np.concatenate([unlabeled[y[unlabeled] == c][:per_class] for c in np.unique(y)])
+  return validation, np.setdiff1d(unlabeled, validation)
+
+
+def build(name: str, out: str, seed: int, validation: bool = False) -> str:
+  """Writes one stand-in under `out`; returns its path (the .npz file or the folder).
+
+  validation=True writes `<name>_val.npz` instead, for choosing settings: its test part is 200 images held out
+  of the unlabeled pool (class-balanced), the real test images are left out entirely, so a choice made on it
+  never sees the images the results are reported on."""
   x, y, labeled, unlabeled, test = split_digits(seed)
   if name == "digits_folder":
+    if validation:
+      raise ValueError("validation stand-ins are written as .npz: use digits_npz (the same images)")
     path = os.path.join(out, name)
     write_folder(path, x, y, labeled, unlabeled, test)
     return path
@@ -145,6 +159,9 @@ def build(name: str, out: str, seed: int) -> str:
     labeled, test = np.array(labeled), np.array(test)
   elif name != "digits_npz":
     raise ValueError(f"unknown stand-in {name!r}")
+  if validation:
+    test, unlabeled = hold_out_validation(y, unlabeled, per_class=200 // len(np.unique(y)))
+    name += "_val"
   path = os.path.join(out, f"{name}.npz")
   write_npz(path, x, y, labeled, unlabeled, test)
   return path
@@ -154,7 +171,7 @@ def main(argv):
   del argv
   os.makedirs(FLAGS.out, exist_ok=True)
   for name in FLAGS.which:
-    print(build(name, FLAGS.out, FLAGS.seed))
+    print(build(name, FLAGS.out, FLAGS.seed, FLAGS.validation))
 
 
 if __name__ == "__main__":
