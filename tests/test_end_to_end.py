@@ -10,6 +10,8 @@ import pytest
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import run_lib  # pylint: disable=wrong-import-position
 
 
 def command(workdir, gin_files, bindings=()):
@@ -46,30 +48,18 @@ def test_smoke_run_writes_config_checkpoints_summaries_metrics_and_export(digits
   for part in ("model/teacher/", "model/student/", "model/ema_student/", "model/teacher_optimizer/",
                "model/student_optimizer/", "model/global_step", "model/h_baseline", "iterator/"):
     assert any(n.startswith(part) for n in names), part
-  tags = set()
-  for event_file in (digits_run / "summaries" / "mpl").glob("events.out.tfevents.*"):
-    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-      tags.update(v.tag for v in event.summary.value)
+  tags = set(run_lib.scalars(str(digits_run), "mpl"))
   assert {"mpl/h", "mpl/h_baseline", "uda/mask_ratio", "lr/student", "lr/teacher", "teacher/loss"} <= tags
-
-
-def _scalars(event_dir):
-  values = {}
-  for event_file in event_dir.glob("events.out.tfevents.*"):
-    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-      for v in event.summary.value:
-        values.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
-  return values
 
 
 def test_held_out_curves_give_both_accuracies_and_the_teacher_student_gap(digits_run):
   # digits holds no validation split out, so the curves are on the test split and say so in their tags.
-  mpl = _scalars(digits_run / "summaries" / "mpl")
+  mpl = run_lib.scalars(str(digits_run), "mpl")
   assert set(mpl["test/teacher_minus_student"]) == {4, 6}  # eval_every 3 at chunks of 2 steps
   for step in (4, 6):
     gap = mpl["test/teacher/accuracy"][step] - mpl["test/student/accuracy"][step]
     assert mpl["test/teacher_minus_student"][step] == pytest.approx(gap, abs=1e-6)
-  finetune = _scalars(digits_run / "summaries" / "finetune")
+  finetune = run_lib.scalars(str(digits_run), "finetune")
   assert "test/student/accuracy" in finetune and "test/teacher_minus_student" not in finetune
   assert not any(tag.startswith("validation/") for tag in mpl)
 
@@ -202,7 +192,6 @@ def test_mixed_precision_runs_end_to_end_with_float32_losses_and_export(tmp_path
 
 def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
   # gin/own_data.gin as a user runs it (weak-view student, soft targets, held-out curves), a few steps a phase.
-  sys.path.insert(0, os.path.join(ROOT, "tools"))
   import standins  # pylint: disable=import-outside-toplevel
   path = standins.build("digits_npz", str(tmp_path), seed=0)
   workdir = tmp_path / "run"
@@ -213,6 +202,6 @@ def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
                "build_dataset.name = 'npz'"):
     assert line in config
   assert json.loads((workdir / "augmentation.json").read_text())["flip"] is False
-  curves = _scalars(workdir / "summaries" / "mpl")
+  curves = run_lib.scalars(str(workdir), "mpl")
   assert set(curves["test/teacher_minus_student"]) == {2, 4, 6}
   assert json.loads((workdir / "metrics.json").read_text())["teacher/accuracy"] > 0.0

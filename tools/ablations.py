@@ -189,14 +189,8 @@ def feedback_scale(workdir: str, after_step: int) -> dict:
   (the MPL term is (h - b) * CE(y_hat, T(x_u)), so this ratio is about |h - b| times the ratio of the two
   cross-entropies: the weight of the feedback in the teacher's update).
   """
-  import glob  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  values = {}
-  for path in glob.glob(os.path.join(workdir, "summaries", "mpl", "events.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for v in event.summary.value:
-        if event.step > after_step:
-          values.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
+  values = {tag: {step: v for step, v in by_step.items() if step > after_step}
+            for tag, by_step in run_lib.scalars(workdir, "mpl").items()}
   h, mpl, sup = (values.get(k, {}) for k in ("mpl/h", "teacher/mpl_loss", "teacher/supervised_loss"))
   steps = sorted(set(h) & set(mpl) & set(sup))
   if not steps:

@@ -47,7 +47,8 @@ REDUCED_MPL_GIN = "gin/algorithms/reduced_mpl.gin"
 
 def run_one(method: str, seed: str) -> dict:
   extra = [f"include '{REDUCED_MPL_GIN}'"] if method == "reduced_mpl" else []
-  bindings = extra + [f"run.method = '{method}'", f"run.seed = {seed}", f"STEPS = {FLAGS.steps}"] + FLAGS.gin_bindings
+  bindings = extra + [f"run.method = '{method}'", f"run.seed = {seed}", f"STEPS = {FLAGS.steps}"]
+  bindings += FLAGS.gin_bindings
   return run_lib.train(FLAGS.gin_file, os.path.join(FLAGS.workroot, f"{method}.seed{seed}"), bindings)
 
 
@@ -67,15 +68,12 @@ def verdict(diffs_by_baseline: dict) -> str:
 def gap_curve(workdirs) -> dict:
   """{step: mean over runs of the teacher's minus the student's held-out accuracy, in points} over the MPL phase,
   from the `<split>/teacher_minus_student` scalars the trainer writes every `run.eval_every` steps."""
-  import glob  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   per_step = {}
   for workdir in workdirs:
-    for path in glob.glob(os.path.join(workdir, "summaries", "mpl", "events.*")):
-      for event in tf.compat.v1.train.summary_iterator(path):
-        for v in event.summary.value:
-          if v.tag.endswith("/teacher_minus_student"):
-            per_step.setdefault(event.step, []).append(100 * float(tf.make_ndarray(v.tensor)))
+    for tag, by_step in run_lib.scalars(workdir, "mpl").items():
+      if tag.endswith("/teacher_minus_student"):
+        for step, value in by_step.items():
+          per_step.setdefault(step, []).append(100 * value)
   return {step: statistics.mean(values) for step, values in sorted(per_step.items())}
 
 
@@ -142,7 +140,7 @@ def main(argv):
   if "reduced_mpl" in results:
     variants.append(run_lib.paired_row("reduced_mpl - mpl",
                                        [a - b for a, b in zip(student("reduced_mpl"), student("mpl"))]))
-  gap = [100 * (r["student/accuracy"] - r["teacher/accuracy"]) for r in results["mpl"]]
+  gap = [100 * (r["student/accuracy"] - r["teacher/accuracy"]) for r in results["mpl"]]  # student - teacher
   curve = gap_curve([os.path.join(FLAGS.workroot, f"mpl.seed{seed}") for seed in FLAGS.seeds])
   command = (f"python tools/compare.py --gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} "
              f"--seeds={','.join(FLAGS.seeds)} --steps={FLAGS.steps} --out={FLAGS.out}"
@@ -151,8 +149,8 @@ def main(argv):
            "MPL's exported student minus each baseline, and minus its own teacher, paired by seed (points):", "",
            "| comparison | mean | std | paired t | seeds better / equal / worse |", "| --- | --- | --- | --- | --- |",
            *[run_lib.paired_row(f"mpl - {m}", d) for m, d in diffs.items()],
-           run_lib.paired_row("mpl student - mpl teacher", gap), *variants, "", *gap_lines(curve, [-g for g in gap]), "",
-           verdict(diffs)]
+           run_lib.paired_row("mpl student - mpl teacher", gap), *variants, "",
+           *gap_lines(curve, [-g for g in gap]), "", verdict(diffs)]
   os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
   with open(FLAGS.out, "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -23,6 +23,18 @@ def train(gin_file: str, workdir: str, bindings) -> dict:
     return json.load(f)
 
 
+def scalars(workdir: str, phase: str) -> dict:
+  """{tag: {step: value}} of the TensorBoard scalars a run wrote for `phase` (`workdir/summaries/<phase>`)."""
+  import glob  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  values = {}
+  for path in glob.glob(os.path.join(workdir, "summaries", phase, "events.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        values.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
+  return values
+
+
 def mean_std(values) -> str:
   """Fractions as 'mean +- std' in percent (sample std; 0 for one value); None entries skipped; '-' if none."""
   values = [v for v in values if v is not None]

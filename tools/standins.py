@@ -72,9 +72,9 @@ def colourise(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 def shapes(n_per_class: int, side: int, seed: int):
-  """Five generated shape classes in grey, made hard on purpose (so that 20 labels do not saturate supervised
-  training): each at a random centre, size, rotation and low contrast, over a background with a random
-  brightness gradient, two random distractor strokes and strong Gaussian noise."""
+  """Five generated shape classes in grey, made hard on purpose (so that 20 labels a class do not saturate
+  supervised training): each at a random centre, size, rotation and low contrast, over a background with a
+  random brightness gradient, one random distractor stroke and strong Gaussian noise."""
   rng = np.random.default_rng(seed + 2)
   yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) + 0.5
   images, labels = [], []
@@ -98,11 +98,11 @@ def shapes(n_per_class: int, side: int, seed: int):
       bg = rng.uniform(40, 140) + rng.uniform(-40, 40) * (yy - side / 2) / side + rng.uniform(-40, 40) * (
           xx - side / 2) / side
       image = np.where(mask, bg + rng.uniform(50, 110), bg)
-      for _ in range(1):  # a distractor stroke: a bright line anywhere
-        y0, x0, y1, x1 = rng.uniform(0, side, size=4)
-        t = np.clip(((yy - y0) * (y1 - y0) + (xx - x0) * (x1 - x0)) / ((y1 - y0) ** 2 + (x1 - x0) ** 2 + 1e-6), 0, 1)
-        near = (yy - y0 - t * (y1 - y0)) ** 2 + (xx - x0 - t * (x1 - x0)) ** 2 <= 1.0
-        image = np.where(near, image + rng.uniform(35, 90), image)
+      # a distractor stroke: a bright line segment anywhere (pixels within 1 of it)
+      y0, x0, y1, x1 = rng.uniform(0, side, size=4)
+      t = np.clip(((yy - y0) * (y1 - y0) + (xx - x0) * (x1 - x0)) / ((y1 - y0) ** 2 + (x1 - x0) ** 2 + 1e-6), 0, 1)
+      near = (yy - y0 - t * (y1 - y0)) ** 2 + (xx - x0 - t * (x1 - x0)) ** 2 <= 1.0
+      image = np.where(near, image + rng.uniform(35, 90), image)
       image = image + rng.normal(0, 20, size=mask.shape)
       images.append(np.clip(np.round(image), 0, 255).astype(np.uint8)[..., None])
       labels.append(c)
