@@ -7,7 +7,7 @@ Optimizers are configured per network with gin scopes: `teacher/optimizer.learni
 `student/...`, `finetune/...`.
 
 A run is a sequence of phases, each checkpointed on its own by `mpl_tf.trainer.train_phase`:
-  mpl:            mpl -> finetune (optional)
+  mpl:            mpl -> distill (optional) -> finetune (optional)
   uda/supervised: train -> finetune (optional)
   pseudo_labels:  teacher (supervised) -> train (student on the frozen teacher's labels) -> finetune
   reduced_mpl:    teacher (big, UDA or supervised) -> its predictions stored, it is freed -> mpl (reduced
@@ -107,6 +107,8 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
         mixed_precision: Optional[str] = None, export: bool = True, verbose: int = 1) -> Dict:
   """Trains `method` for `steps`, finetunes, evaluates, writes metrics.json and exports the student.
 
+  For MPL, `distill.steps` adds a phase between MPL and finetuning: the student goes on learning from the
+  final, frozen teacher's labels (`distill_phase`), so that it catches up with a teacher it trailed.
   Returns the final metrics: accuracies on the test set as fractions, `step` (of the method's phase), and,
   when the dataset holds a validation split out, the same metrics on it under `validation/...`.
   """
@@ -146,6 +148,19 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
                                                                       stored.test_labels)
     metrics["big_teacher/accuracy"] = stored.big_teacher_accuracy
   student = model.eval_student
+  distill_steps, distill_options = distill_phase() if method == "mpl" else (0, {})
+  if distill_steps:
+    for key in ("student/accuracy", "validation/student/accuracy"):
+      if key in metrics:
+        metrics[key + "_after_mpl"] = metrics[key]
+    distill = PseudoLabelsModel(teacher=model.teacher, student=student, seed=seed, **distill_options)
+    student.trainable = True  # MPL's EMA student is built frozen (only the EMA update writes it)
+    with gin.config_scope("distill"):
+      distill.compile(optimizer=optimizer(total_steps=distill_steps))
+    trainer.train_phase(distill, data.train, phase="distill", steps=distill_steps, **common)
+    metrics.update({k: v for k, v in evaluate(distill, data, prefix="").items()
+                    if k.startswith(("student/", "validation/student/"))})
+    student = distill.eval_student
   if finetune_steps:
     # Both states are kept, test and validation, so a results tool can choose between them on validation.
     for key in ("student/accuracy", "validation/student/accuracy"):
@@ -225,6 +240,23 @@ def reduced_mpl_phases(data, seed: int, steps: int, teacher_steps: int, common: 
   train = reduced_mpl.stored_prediction_dataset(inputs, stored, batch_size=data.batch_size,
                                                 unlabeled_batch_size=data.unlabeled_batch_size, seed=seed)
   return model, train, stored
+
+
+@gin.configurable("distill")
+def distill_phase(steps: int = 0, pseudo_labels: str = "soft", labeled_weight: float = 0.0,
+                  student_view: str = "weak", teacher_view: str = "weak", ema_decay: float = 0.0):
+  """MPL's optional phase before finetuning: the student learns from MPL's final teacher, now frozen.
+
+  MPL's student learns from a teacher that improves as it goes, so on a short budget it can end behind the
+  teacher it followed (the hard own-data stand-in: ~9 points, RESULTS.md). For `steps` steps (0: no phase) it
+  then trains as a Pseudo Labels student (`PseudoLabelsModel`) of that teacher: by default on the teacher's
+  soft prediction for the weak view, with no labeled loss (it still learns only from the teacher), under the
+  optimizer bound in the scope `distill/` (`distill/optimizer.learning_rate = 0.05`). Not part of the paper's
+  recipes; the own-data default (gin/own_data.gin), chosen on validation stand-ins.
+  Returns (steps, the `PseudoLabelsModel` options).
+  """
+  return steps, dict(pseudo_labels=pseudo_labels, labeled_weight=labeled_weight, student_view=student_view,
+                     teacher_view=teacher_view, ema_decay=ema_decay)
 
 
 def compile_supervised(network_: keras.Model, scope: str, steps: int) -> SupervisedModel:

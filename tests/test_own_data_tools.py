@@ -74,6 +74,10 @@ def test_gap_curve_averages_the_teacher_student_gap_over_seeds_per_step(tmp_path
   lines = compare.gap_lines(curve, [1.5, 2.5])
   assert lines[-1] == "| gap | +40.0 | +0.5 | +2.0 |"
   assert "eval_every = 0" in compare.gap_lines({}, [1.0])[0]
+  with_distill = compare.gap_lines(curve, [1.5, 2.5], {500: 1.25})
+  assert with_distill[-3] == "| step | 250 | 500 | distill 500 | exported |"
+  assert with_distill[-1] == "| gap | +40.0 | +0.5 | +1.2 | +2.0 |"
+  assert compare.gap_curve(runs, phase="distill") == {}
 
 
 def test_validation_standin_holds_out_unlabeled_images_and_leaves_the_test_images_out(tmp_path):
@@ -88,3 +92,16 @@ def test_validation_standin_holds_out_unlabeled_images_and_leaves_the_test_image
     assert held <= {im.tobytes() for im in full["x_unlabeled"]}
     assert not held & {im.tobytes() for im in full["x_test"]}
     assert len(val["x_unlabeled"]) == len(full["x_unlabeled"]) - 200
+
+
+def test_fresh_shapes_validation_test_part_is_new_images_beside_the_same_training_parts(tmp_path):
+  with np.load(standins.build("shapes32", str(tmp_path), seed=0, validation=True, fresh_validation_test=50)) as big, \
+       np.load(str(tmp_path / "shapes32_val.npz")) as val, \
+       np.load(standins.build("shapes32", str(tmp_path), seed=0)) as full:
+    for key in ("x_train", "y_train", "x_unlabeled"):
+      assert np.array_equal(big[key], val[key]), key
+    assert len(big["x_test"]) == 50 and np.all(np.bincount(big["y_test"]) == 10)
+    seen = {im.tobytes() for part in ("x_train", "x_unlabeled", "x_test") for im in full[part]}
+    assert not {im.tobytes() for im in big["x_test"]} & seen
+  with pytest.raises(ValueError, match="shapes32 validation"):
+    standins.build("digits28", str(tmp_path), seed=0, validation=True, fresh_validation_test=50)

@@ -6,7 +6,8 @@ one plot, one sentence.
 Every method trains with the same gin recipe (default `gin/own_data.gin`: the own-data augmentation defaults,
 small CNN with strides from the image size), the same data, seeds and --steps, each run in its own cached
 work directory under --workroot (an interrupted comparison resumes). The table gives each method's test
-accuracy (the exported student, after finetuning; before finetuning; the teacher where there is one), then
+accuracy (the exported student, after finetuning; after the method's main phase, i.e. for MPL before its
+distill phase; before finetuning; the teacher where there is one), then
 MPL's finetuned student minus each baseline paired by seed, the student's gap to its own teacher (and, from
 TensorBoard, that gap on held-out data every `run.eval_every` steps of MPL, gin/own_data.gin: 250). The last
 line says in words whether MPL helped: better than the best baseline on every seed with a paired t above 2
@@ -65,38 +66,43 @@ def verdict(diffs_by_baseline: dict) -> str:
   return f"No measurable difference: MPL's student is {figure} (the best baseline)."
 
 
-def gap_curve(workdirs) -> dict:
-  """{step: mean over runs of the teacher's minus the student's held-out accuracy, in points} over the MPL phase,
-  from the `<split>/teacher_minus_student` scalars the trainer writes every `run.eval_every` steps."""
+def gap_curve(workdirs, phase: str = "mpl") -> dict:
+  """{step: mean over runs of the teacher's minus the student's held-out accuracy, in points} over `phase` (mpl,
+  or distill), from the `<split>/teacher_minus_student` scalars the trainer writes every `run.eval_every` steps."""
   per_step = {}
   for workdir in workdirs:
-    for tag, by_step in run_lib.scalars(workdir, "mpl").items():
+    for tag, by_step in run_lib.scalars(workdir, phase).items():
       if tag.endswith("/teacher_minus_student"):
         for step, value in by_step.items():
           per_step.setdefault(step, []).append(100 * value)
   return {step: statistics.mean(values) for step, values in sorted(per_step.items())}
 
 
-def gap_lines(curve: dict, final_gap) -> list:
-  """Markdown: the gap over training, then after finetuning (the exported student)."""
+def gap_lines(curve: dict, final_gap, distill_curve=None) -> list:
+  """Markdown: the gap over MPL, over the distill phase if any (columns `distill N`), then for the exported
+  student (after finetuning)."""
   if not curve:
     return ["(no teacher-student curve: the MPL runs were trained with run.eval_every = 0)"]
-  steps = list(curve)
-  return ["Teacher minus student on held-out data during MPL (points, mean over seeds; `run.eval_every`), and for "
-          "the exported, finetuned student:", "",
-          "| step | " + " | ".join(str(s) for s in steps) + " | exported |",
-          "| --- | " + " | ".join("---" for _ in steps) + " | --- |",
-          "| gap | " + " | ".join(f"{curve[s]:+.1f}" for s in steps) + f" | {statistics.mean(final_gap):+.1f} |"]
+  columns = {str(s): v for s, v in curve.items()}
+  columns.update({f"distill {s}": v for s, v in (distill_curve or {}).items()})
+  return ["Teacher minus student on held-out data during MPL (points, mean over seeds; `run.eval_every`), during "
+          "the distill phase if any, and for the exported, finetuned student:", "",
+          "| step | " + " | ".join(columns) + " | exported |",
+          "| --- | " + " | ".join("---" for _ in columns) + " | --- |",
+          "| gap | " + " | ".join(f"{v:+.1f}" for v in columns.values()) + f" | {statistics.mean(final_gap):+.1f} |"]
 
 
 def table(results: dict) -> list:
-  lines = ["| method | student (exported) | student before finetune | teacher | per seed (student) |",
-           "| --- | --- | --- | --- | --- |"]
+  """Per method: the exported student, the student as the method's main phase left it (for MPL before the
+  distill phase, `distill.steps`, when there is one), before finetuning, and the teacher."""
+  lines = ["| method | student (exported) | student after its main phase | student before finetune | teacher "
+           "| per seed (student) |", "| --- | --- | --- | --- | --- | --- |"]
   for method, runs in results.items():
     student = [r["student/accuracy"] for r in runs]
     before = [r.get("student/accuracy_before_finetune") for r in runs]
+    main_phase = [r.get("student/accuracy_after_mpl", r.get("student/accuracy_before_finetune")) for r in runs]
     teacher = [r.get("teacher/accuracy") for r in runs]
-    cells = " | ".join(run_lib.mean_std(v) for v in (student, before, teacher))
+    cells = " | ".join(run_lib.mean_std(v) for v in (student, main_phase, before, teacher))
     lines.append(f"| {method} | {cells} | {', '.join(f'{100 * v:.1f}' for v in student)} |")
   return lines
 
@@ -141,7 +147,8 @@ def main(argv):
     variants.append(run_lib.paired_row("reduced_mpl - mpl",
                                        [a - b for a, b in zip(student("reduced_mpl"), student("mpl"))]))
   gap = [100 * (r["student/accuracy"] - r["teacher/accuracy"]) for r in results["mpl"]]  # student - teacher
-  curve = gap_curve([os.path.join(FLAGS.workroot, f"mpl.seed{seed}") for seed in FLAGS.seeds])
+  mpl_dirs = [os.path.join(FLAGS.workroot, f"mpl.seed{seed}") for seed in FLAGS.seeds]
+  curve, distill_curve = gap_curve(mpl_dirs), gap_curve(mpl_dirs, phase="distill")
   command = (f"python tools/compare.py --gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} "
              f"--seeds={','.join(FLAGS.seeds)} --steps={FLAGS.steps} --out={FLAGS.out}"
              + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings))
@@ -150,12 +157,13 @@ def main(argv):
            "| comparison | mean | std | paired t | seeds better / equal / worse |", "| --- | --- | --- | --- | --- |",
            *[run_lib.paired_row(f"mpl - {m}", d) for m, d in diffs.items()],
            run_lib.paired_row("mpl student - mpl teacher", gap), *variants, "",
-           *gap_lines(curve, [-g for g in gap]), "", verdict(diffs)]
+           *gap_lines(curve, [-g for g in gap], distill_curve), "", verdict(diffs)]
   os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
   with open(FLAGS.out, "w") as f:
     f.write("\n".join(lines) + "\n")
   with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
-    json.dump(dict(command=command, results=results, teacher_minus_student=curve), f, indent=2, sort_keys=True)
+    json.dump(dict(command=command, results=results, teacher_minus_student=curve,
+                   teacher_minus_student_distill=distill_curve), f, indent=2, sort_keys=True)
   plot(results, os.path.splitext(FLAGS.out)[0] + ".png")
   print("\n".join(lines))
 

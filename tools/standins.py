@@ -35,6 +35,9 @@ def define_flags():
   flags.DEFINE_integer("seed", 0, "seed of the split and of the generated images")
   flags.DEFINE_bool("validation", False, "write <name>_val.npz: 200 unlabeled images held out as its test part, "
                     "the real test images left out (for choosing settings)")
+  flags.DEFINE_integer("fresh_validation_test", 0, "with --validation, shapes32 only: N > 0 writes "
+                       "shapes32_valbig.npz, whose test part is N freshly generated shapes (generator seed + 1000: "
+                       "no image of the real set) instead of 200, for choices that 200 images cannot resolve")
 
 NUM_LABELED_PER_CLASS, NUM_TEST_PER_CLASS = 10, 50
 NUM_SHAPES_LABELED_PER_CLASS = 20
@@ -130,12 +133,15 @@ def hold_out_validation(y, unlabeled, per_class: int):
   return validation, np.setdiff1d(unlabeled, validation)
 
 
-def build(name: str, out: str, seed: int, validation: bool = False) -> str:
+def build(name: str, out: str, seed: int, validation: bool = False, fresh_validation_test: int = 0) -> str:
   """Writes one stand-in under `out`; returns its path (the .npz file or the folder).
 
   validation=True writes `<name>_val.npz` instead, for choosing settings: its test part is 200 images held out
   of the unlabeled pool (class-balanced), the real test images are left out entirely, so a choice made on it
-  never sees the images the results are reported on."""
+  never sees the images the results are reported on. `fresh_validation_test` (shapes32 only) replaces that
+  test part by freshly generated shapes (`<name>_valbig.npz`; training parts unchanged)."""
+  if fresh_validation_test and (name != "shapes32" or not validation):
+    raise ValueError("fresh_validation_test is for the shapes32 validation stand-in (--validation)")
   x, y, labeled, unlabeled, test = split_digits(seed)
   if name == "digits_folder":
     if validation:
@@ -164,6 +170,10 @@ def build(name: str, out: str, seed: int, validation: bool = False) -> str:
     name += "_val"
   path = os.path.join(out, f"{name}.npz")
   write_npz(path, x, y, labeled, unlabeled, test)
+  if fresh_validation_test:
+    x_test, y_test = shapes(fresh_validation_test // 5, 32, seed + 1000)
+    path = os.path.join(out, f"{name}big.npz")
+    np.savez_compressed(path, **{**dict(np.load(path.replace("big.npz", ".npz"))), "x_test": x_test, "y_test": y_test})
   return path
 
 
@@ -171,7 +181,7 @@ def main(argv):
   del argv
   os.makedirs(FLAGS.out, exist_ok=True)
   for name in FLAGS.which:
-    print(build(name, FLAGS.out, FLAGS.seed, FLAGS.validation))
+    print(build(name, FLAGS.out, FLAGS.seed, FLAGS.validation, FLAGS.fresh_validation_test))
 
 
 if __name__ == "__main__":
