@@ -191,11 +191,13 @@ def test_mixed_precision_runs_end_to_end_with_float32_losses_and_export(tmp_path
 
 
 def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
-  # gin/own_data.gin as a user runs it (weak-view student, soft targets, held-out curves), a few steps a phase.
+  # gin/own_data.gin as a user runs it (weak-view student, soft targets, held-out curves, the distill phase),
+  # a few steps a phase.
   import standins  # pylint: disable=import-outside-toplevel
   path = standins.build("digits_npz", str(tmp_path), seed=0)
   workdir = tmp_path / "run"
-  proc = train(workdir, ["gin/own_data.gin", "gin/smoke.gin"], f"build_dataset.path = '{path}'", "run.eval_every = 2")
+  proc = train(workdir, ["gin/own_data.gin", "gin/smoke.gin"], f"build_dataset.path = '{path}'", "run.eval_every = 2",
+               "distill.steps = 4")
   assert proc.returncode == 0, proc.stderr[-3000:]
   config = (workdir / "operative_config.gin").read_text()
   for line in ("MetaPseudoLabelsModel.student_view = 'weak'", "MetaPseudoLabelsModel.pseudo_labels = 'soft'",
@@ -204,4 +206,6 @@ def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
   assert json.loads((workdir / "augmentation.json").read_text())["flip"] is False
   curves = run_lib.scalars(str(workdir), "mpl")
   assert set(curves["test/teacher_minus_student"]) == {2, 4, 6}
-  assert json.loads((workdir / "metrics.json").read_text())["teacher/accuracy"] > 0.0
+  assert set(run_lib.scalars(str(workdir), "distill")["test/teacher_minus_student"]) == {2, 4}
+  metrics = json.loads((workdir / "metrics.json").read_text())
+  assert metrics["teacher/accuracy"] > 0.0 and "student/accuracy_after_mpl" in metrics
