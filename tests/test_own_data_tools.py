@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import agreement  # pylint: disable=wrong-import-position
 import compare  # pylint: disable=wrong-import-position
 import run_lib  # pylint: disable=wrong-import-position
 import standins  # pylint: disable=wrong-import-position
@@ -105,3 +106,9 @@ def test_fresh_shapes_validation_test_part_is_new_images_beside_the_same_trainin
     assert not {im.tobytes() for im in big["x_test"]} & seen
   with pytest.raises(ValueError, match="shapes32 validation"):
     standins.build("digits28", str(tmp_path), seed=0, validation=True, fresh_validation_test=50)
+
+
+def test_agreement_counts_matching_classes_and_each_networks_accuracy():
+  teacher, student, labels = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 0]), np.array([0, 1, 2, 1])
+  assert agreement.agreement(teacher, student) == {"agreement": 0.5}
+  assert agreement.agreement(teacher, student, labels) == {"agreement": 0.5, "teacher": 0.75, "student": 0.5}
