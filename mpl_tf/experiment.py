@@ -150,26 +150,19 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   student = model.eval_student
   distill_steps, distill_options = distill_phase() if method == "mpl" else (0, {})
   if distill_steps:
-    for key in ("student/accuracy", "validation/student/accuracy"):
-      if key in metrics:
-        metrics[key + "_after_mpl"] = metrics[key]
+    _keep_student_accuracy(metrics, "_after_mpl")
     distill = PseudoLabelsModel(teacher=model.teacher, student=student, seed=seed, **distill_options)
     student.trainable = True  # MPL's EMA student is built frozen (only the EMA update writes it)
     with gin.config_scope("distill"):
       distill.compile(optimizer=optimizer(total_steps=distill_steps))
     trainer.train_phase(distill, data.train, phase="distill", steps=distill_steps, **common)
-    metrics.update({k: v for k, v in evaluate(distill, data, prefix="").items()
-                    if k.startswith(("student/", "validation/student/"))})
+    metrics.update(_student_metrics(distill, data))
     student = distill.eval_student
   if finetune_steps:
-    # Both states are kept, test and validation, so a results tool can choose between them on validation.
-    for key in ("student/accuracy", "validation/student/accuracy"):
-      if key in metrics:
-        metrics[key + "_before_finetune"] = metrics[key]
+    _keep_student_accuracy(metrics, "_before_finetune")
     tuned = compile_supervised(student, "finetune", finetune_steps)
     trainer.train_phase(tuned, data.labeled, phase="finetune", steps=finetune_steps, **common)
-    metrics.update({k: v for k, v in evaluate(tuned, data, prefix="").items()
-                    if k.startswith(("student/", "validation/student/"))})
+    metrics.update(_student_metrics(tuned, data))
   metrics.update(step=int(model.global_step.numpy()), method=method, seed=seed, split=data.split_name)
   if layout.is_chief():  # several DTensor clients share the workdir: one writes the run's files
     if export:
@@ -275,6 +268,20 @@ def evaluate(model: keras.Model, data, prefix: str) -> Dict[str, float]:
     out.update({f"validation/{k}": float(v)
                 for k, v in model.evaluate(data.validation, verbose=0, return_dict=True).items()})
   return out
+
+
+def _keep_student_accuracy(metrics: Dict, suffix: str) -> None:
+  """Keeps the student's accuracies (test and validation) under `<key><suffix>` before a later phase changes
+  the student, so a results tool can compare the states and choose between them on validation."""
+  for key in ("student/accuracy", "validation/student/accuracy"):
+    if key in metrics:
+      metrics[key + suffix] = metrics[key]
+
+
+def _student_metrics(model: keras.Model, data) -> Dict[str, float]:
+  """`evaluate`'s student metrics only (a post-MPL phase changes the student, never the teacher's figures)."""
+  return {k: v for k, v in evaluate(model, data, prefix="").items()
+          if k.startswith(("student/", "validation/student/"))}
 
 
 def _write_augmentation(workdir: str, data) -> None:

@@ -1,5 +1,8 @@
-"""Shared test set-up: quiet TensorFlow, float64 on request, and tiny networks for exact checks."""
+"""Shared test set-up: quiet TensorFlow, float64 on request, tiny networks for exact checks, and the training
+command line run as a user runs it."""
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -8,6 +11,21 @@ import pytest  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from mpl_tf.keras import keras  # pylint: disable=wrong-import-position
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command(workdir, gin_files, bindings=()):
+  """`python -m mpl_tf.train` with these gin files and bindings, as an argument list."""
+  cmd = [sys.executable, "-m", "mpl_tf.train", f"--workdir={workdir}"]
+  cmd += [f"--gin_file={f}" for f in gin_files] + [f"--gin_bindings={b}" for b in bindings]
+  return cmd
+
+
+def train(workdir, gin_files, *bindings, timeout=600):
+  """Runs the training command line from the project root; returns the finished process (never raises on failure)."""
+  return subprocess.run(command(workdir, gin_files, bindings), cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout, check=False)
 
 
 @pytest.fixture

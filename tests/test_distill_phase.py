@@ -1,19 +1,14 @@
 """The optional phase after MPL (`distill.steps`): the student learns from the frozen final teacher."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import train
 
 
 def run_cli(workdir, *bindings):
-  cmd = [sys.executable, "-m", "mpl_tf.train", "--gin_file=gin/two_moons.gin", f"--workdir={workdir}",
-         "--gin_bindings=run.verbose = 0"] + [f"--gin_bindings={b}" for b in bindings]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  return train(workdir, ["gin/two_moons.gin"], "run.verbose = 0", *bindings)
 
 
 def variables(checkpoint_dir, prefix):

@@ -13,16 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import run_lib  # pylint: disable=wrong-import-position
 
-
-def command(workdir, gin_files, bindings=()):
-  cmd = [sys.executable, "-m", "mpl_tf.train", f"--workdir={workdir}"]
-  cmd += [f"--gin_file={f}" for f in gin_files] + [f"--gin_bindings={b}" for b in bindings]
-  return cmd
-
-
-def train(workdir, gin_files, *bindings, timeout=600):
-  return subprocess.run(command(workdir, gin_files, bindings), cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout, check=False)
+from tests.conftest import command, train  # pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope="module")

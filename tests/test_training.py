@@ -1,8 +1,5 @@
 """Training runs end to end: determinism, baselines, a small convergence run and the command line."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,8 +13,7 @@ from mpl_tf.algorithms.uda import UDAModel
 from mpl_tf.data import build_dataset
 from mpl_tf.keras import keras
 from mpl_tf.models.mlp import build_mlp
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import train
 
 
 def moons(strong_noise=0.0):
@@ -82,9 +78,7 @@ def test_mpl_student_learns_the_moons_from_pseudo_labels_alone():
 
 
 def run_cli(workdir, *bindings):
-  cmd = [sys.executable, "-m", "mpl_tf.train", "--gin_file=gin/two_moons.gin", f"--workdir={workdir}"]
-  cmd += [f"--gin_bindings={b}" for b in bindings]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  return train(workdir, ["gin/two_moons.gin"], *bindings, timeout=300)
 
 
 def test_command_line_writes_metrics_and_config(tmp_path):

@@ -171,9 +171,10 @@ def build(name: str, out: str, seed: int, validation: bool = False, fresh_valida
   path = os.path.join(out, f"{name}.npz")
   write_npz(path, x, y, labeled, unlabeled, test)
   if fresh_validation_test:
-    x_test, y_test = shapes(fresh_validation_test // 5, 32, seed + 1000)
+    x_test, y_test = shapes(fresh_validation_test // len(np.unique(y)), 32, seed + 1000)
     path = os.path.join(out, f"{name}big.npz")
-    np.savez_compressed(path, **{**dict(np.load(path.replace("big.npz", ".npz"))), "x_test": x_test, "y_test": y_test})
+    np.savez_compressed(path, x_train=x[labeled], y_train=y[labeled], x_unlabeled=x[unlabeled], x_test=x_test,
+                        y_test=y_test)
   return path
 
 
