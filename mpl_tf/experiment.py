@@ -1,19 +1,22 @@
-"""One experiment, configured by gin: data -> networks -> method -> phases -> evaluation -> files.
+"""One experiment, configured by gin: data -> networks -> the method's phases -> evaluation -> files.
 
-gin lives here, at the edge: the algorithm classes are registered as external configurables, so a gin file
-sets `MetaPseudoLabelsModel.pseudo_labels = 'soft'` or `MetaPseudoLabelsModel.mpl_weight = 0.0` (an
-ablation is a binding, not a copied file), and the method is chosen by `run.method`, never by the dataset.
-Optimizers are configured per network with gin scopes: `teacher/optimizer.learning_rate = 0.05`,
-`student/...`, `finetune/...`.
+gin lives here, at the edge: the library is plain Python, and this module registers what a gin file may bind
+(the method classes, `build_dataset`, `mesh_from_config`, the methods' phase options), so a gin file sets
+`MetaPseudoLabelsModel.pseudo_labels = 'soft'` or `MetaPseudoLabelsModel.mpl_weight = 0.0` (an ablation is a
+binding, not a copied file), and the method is chosen by `run.method`, never by the dataset. Optimizers are
+configured per network with gin scopes: `teacher/optimizer.learning_rate = 0.05`, `student/...`,
+`finetune/...`; UDA's settings once, for every method that uses them: `uda.weight = 8.0`.
 
-A run is a sequence of phases, each checkpointed on its own by `mpl_tf.trainer.train_phase`:
+A run is the method's sequence of phases (`mpl_tf.algorithms.phases`; each method declares its own), each
+checkpointed on its own by `mpl_tf.trainer.train_phase`:
   mpl:            mpl -> distill (optional) -> finetune (optional)
   uda/supervised: train -> finetune (optional)
   pseudo_labels:  teacher (supervised) -> train (student on the frozen teacher's labels) -> finetune
-  reduced_mpl:    teacher (big, UDA or supervised) -> its predictions stored, it is freed -> mpl (reduced
-                  teacher over the stored predictions + student) -> finetune (`reduced_mpl_phases`)
+  reduced_mpl:    teacher (big, UDA or supervised; its predictions stored, it is freed) -> mpl (reduced teacher
+                  over the stored predictions + student) -> finetune
 Re-running the same command after an interruption skips finished phases and resumes the current one.
 """
+import contextlib
 import dataclasses
 import gc
 import json
@@ -24,24 +27,32 @@ import gin
 import tensorflow as tf
 
 from mpl_tf import layout, trainer
-from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel
-from mpl_tf.algorithms import reduced_mpl
-from mpl_tf.algorithms.pseudo_labels import PseudoLabelsModel
-from mpl_tf.algorithms.supervised import SupervisedModel
-from mpl_tf.algorithms.uda import UDAModel
+from mpl_tf.algorithms import mpl, pseudo_labels, reduced_mpl, supervised, uda
+from mpl_tf.algorithms.uda import UDASettings
+from mpl_tf.data import stored_predictions
 from mpl_tf.data.augment import describe as describe_augmentation
-from mpl_tf.data.datasets import build_dataset
+from mpl_tf.data.datasets import build_dataset as _build_dataset
 from mpl_tf.keras import keras
-from mpl_tf.schedules import WarmupCosine
+from mpl_tf.schedules import Delayed, WarmupCosine
 
-METHODS = ("mpl", "uda", "supervised", "pseudo_labels", "reduced_mpl")
+METHODS = {m.name: m for m in (mpl.METHOD, uda.METHOD, supervised.METHOD, pseudo_labels.METHOD,
+                               reduced_mpl.METHOD)}
 
-MetaPseudoLabelsModel = gin.external_configurable(MetaPseudoLabelsModel)
-PseudoLabelsModel = gin.external_configurable(PseudoLabelsModel)
-SupervisedModel = gin.external_configurable(SupervisedModel)
-UDAModel = gin.external_configurable(UDAModel)
-ReducedMetaPseudoLabelsModel = gin.external_configurable(reduced_mpl.ReducedMetaPseudoLabelsModel)
-build_reduced_teacher = gin.external_configurable(reduced_mpl.build_reduced_teacher)
+# What gin may bind, registered here so that the library needs no gin. `_CONFIGURED` maps each library object
+# to its configured twin, which `Builder.make` calls.
+_CONFIGURED = {
+    mpl.MetaPseudoLabelsModel: gin.external_configurable(mpl.MetaPseudoLabelsModel),
+    pseudo_labels.PseudoLabelsModel: gin.external_configurable(pseudo_labels.PseudoLabelsModel),
+    supervised.SupervisedModel: gin.external_configurable(supervised.SupervisedModel),
+    uda.UDAModel: gin.external_configurable(uda.UDAModel),
+    reduced_mpl.ReducedMetaPseudoLabelsModel: gin.external_configurable(reduced_mpl.ReducedMetaPseudoLabelsModel),
+    reduced_mpl.build_reduced_teacher: gin.external_configurable(reduced_mpl.build_reduced_teacher),
+    mpl.phases: gin.external_configurable(mpl.phases, "mpl"),
+    reduced_mpl.phases: gin.external_configurable(reduced_mpl.phases, "reduced_mpl"),
+    pseudo_labels.distill: gin.external_configurable(pseudo_labels.distill, "distill"),
+}
+build_dataset = gin.external_configurable(_build_dataset, "build_dataset")
+mesh_from_config = gin.external_configurable(layout.mesh_from_config, "mesh_from_config")
 
 
 def parse_gin(files, bindings) -> None:
@@ -55,21 +66,26 @@ def parse_gin(files, bindings) -> None:
                      f"{bindings}): {e}") from e
 
 
-@gin.configurable
+@gin.configurable(denylist=["total_steps", "wait_steps"])  # set by the method: a binding would be ignored
 def optimizer(total_steps: int, learning_rate: float = 0.1, momentum: float = 0.0, nesterov: bool = False,
               weight_decay: Optional[float] = None, schedule: str = "constant", warmup_steps: int = 0,
-              exclude_from_weight_decay=("batch_norm", "bn")) -> keras.optimizers.Optimizer:
+              wait_steps: int = 0, exclude_from_weight_decay=("batch_norm", "bn")) -> keras.optimizers.Optimizer:
   """SGD (optionally Nesterov) with a constant or linear-warmup + cosine rate over `total_steps`.
+
+  `wait_steps`: the rate is 0 for the first N steps and the schedule starts after them (MPL's student wait,
+  passed by the method: `mpl.student_wait_steps`).
 
   `weight_decay` is tf-keras' decoupled decay (w -= lr * wd * w each step), skipped for variables whose
   name contains one of `exclude_from_weight_decay` (batch norm). The official code adds an L2 term to the
   loss instead; with momentum m that is about a decoupled decay of l2 / (1 - m) (5e-4 -> 5e-3 at m = 0.9).
   Scope it per network: `teacher/optimizer.learning_rate = 0.05`.
   """
+  if wait_steps < 0:
+    raise ValueError(f"optimizer.wait_steps must be >= 0, got {wait_steps}")
   if schedule == "constant":
-    lr = learning_rate
+    lr = Delayed(learning_rate, wait_steps) if wait_steps else learning_rate
   elif schedule == "cosine":
-    lr = WarmupCosine(learning_rate, total_steps=total_steps, warmup_steps=warmup_steps)
+    lr = WarmupCosine(learning_rate, total_steps=total_steps, warmup_steps=warmup_steps, wait_steps=wait_steps)
   else:
     raise ValueError(f"optimizer.schedule must be 'constant' or 'cosine', got {schedule!r}")
   # On a DTensor mesh (layout.activate) a DTensor optimizer: slots take their variables' layouts.
@@ -95,27 +111,99 @@ def network(num_classes: int, input_shape, seed: int, name: str = gin.REQUIRED, 
   return layout.place_network(net, mesh)
 
 
+@gin.configurable("uda")
+def uda_settings(weight: float = 1.0, ramp_steps: int = 0, temperature: float = 1.0,
+                 threshold: float = 0.0) -> UDASettings:
+  """The run's UDA settings (`uda.weight = 8.0`, ...), given to the UDA baseline and to MPL's teacher alike
+  (MPL uses them when the data has two unlabeled views; `uda.weight = 0.0` turns the term off). Every shipped
+  recipe with two views binds them (gin/algorithms/mpl_uda.gin); unbound, MPL's teacher gets the defaults below,
+  while `MetaPseudoLabelsModel` built in Python without `uda=` has no UDA term."""
+  return UDASettings(weight=weight, ramp_steps=ramp_steps, temperature=temperature, threshold=threshold)
+
+
 def load_data(seed: int):
   """The run's `DatasetBundle`, from `build_dataset` bindings (`build_dataset.name = 'digits'`, ...)."""
   return build_dataset(seed=seed)  # pylint: disable=no-value-for-parameter
+
+
+class Builder:
+  """What a method's phases may ask of the run (`mpl_tf.algorithms.phases` lists it), with gin applied."""
+
+  def __init__(self, data, *, seed: int, steps: int, finetune_steps: int, teacher_steps: int, workdir: str):
+    self.data, self.seed, self.steps, self.workdir = data, seed, steps, workdir
+    self.finetune_steps, self.teacher_steps = finetune_steps, teacher_steps
+    self._inputs = None
+
+  def network(self, offset: int, scope: Optional[str] = None) -> keras.Model:
+    with gin.config_scope(scope) if scope else contextlib.nullcontext():
+      return network(self.data.num_classes, self.data.input_shape, seed=self.seed * 10 + offset)
+
+  def optimizer(self, scope: str, total_steps: int, wait_steps: int = 0) -> keras.optimizers.Optimizer:
+    with gin.config_scope(scope):
+      return optimizer(total_steps=total_steps, wait_steps=wait_steps)
+
+  def make(self, obj, *args, **kwargs):
+    """`obj` (a method class or phase function) with the run's gin bindings applied, called."""
+    return _CONFIGURED.get(obj, obj)(*args, **kwargs)
+
+  def uda(self) -> UDASettings:
+    return uda_settings()
+
+  # Reduced MPL's stored big-teacher predictions (mpl_tf/data/stored_predictions.py).
+  def _predictions_path(self) -> str:
+    return os.path.join(self.workdir, "predictions", "big_teacher.npz")
+
+  def _raw_inputs(self):
+    if self._inputs is None:
+      self._inputs = stored_predictions.dataset_inputs(self.data)  # fails here for data without raw examples
+    return self._inputs
+
+  def has_stored_predictions(self) -> bool:
+    self._raw_inputs()
+    return os.path.exists(self._predictions_path())
+
+  def store_predictions(self, network_: keras.Model) -> None:
+    stored_predictions.store_predictions(network_, self._raw_inputs(), self.data.test).save(self._predictions_path())
+
+  def stored_predictions(self):
+    return stored_predictions.StoredPredictions.load(self._predictions_path(), self.data.split_digest)
+
+  def stored_prediction_dataset(self, stored):
+    return stored_predictions.stored_prediction_dataset(
+        self._raw_inputs(), stored, batch_size=self.data.batch_size,
+        unlabeled_batch_size=self.data.unlabeled_batch_size, seed=self.seed)
+
+
+@dataclasses.dataclass
+class RunResult:
+  """What `run` returns: the metrics written to metrics.json, the method's trained model (of its main phase:
+  e.g. the `MetaPseudoLabelsModel`, teacher included) and the student network that is exported."""
+  metrics: Dict
+  model: keras.Model
+  student: keras.Model
 
 
 @gin.configurable
 def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int = 0,
         finetune_steps: int = 0, teacher_pretrain_steps: Optional[int] = None, steps_per_execution: int = 1,
         checkpoint_every: int = 1000, summary_every: int = 100, eval_every: int = 0,
-        mixed_precision: Optional[str] = None, export: bool = True, verbose: int = 1) -> Dict:
-  """Trains `method` for `steps`, finetunes, evaluates, writes metrics.json and exports the student.
+        mixed_precision: Optional[str] = None, export: bool = True, verbose: int = 1) -> RunResult:
+  """Trains `method`'s phases in order, evaluates, writes metrics.json and exports the student.
 
-  For MPL, `distill.steps` adds a phase between MPL and finetuning: the student goes on learning from the
-  final, frozen teacher's labels (`distill_phase`), so that it catches up with a teacher it trailed.
-  Returns the final metrics: accuracies on the test set as fractions, `step` (of the method's phase), and,
-  when the dataset holds a validation split out, the same metrics on it under `validation/...`.
+  The metrics are accuracies on the test set as fractions, `step` (of the method's main phase), the student's
+  accuracy before later phases changed it (`student/accuracy_before_finetune`, `_after_mpl`), and, when the
+  dataset holds a validation split out, the same metrics on it under `validation/...`.
   """
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+  spec = METHODS[method]
   # The DTensor mesh (gin/layouts/*.gin; None = single device), made before TensorFlow runs its first op.
-  layout.check_method(method, layout.activate(layout.mesh_from_config()))
+  mesh = mesh_from_config()
+  if mesh is not None and not spec.supports_mesh:
+    raise NotImplementedError(f"run.method = {method!r} does not run on a DTensor mesh yet (supported: "
+                              f"{', '.join(m.name for m in METHODS.values() if m.supports_mesh)}); "
+                              "use gin/layouts/single_device.gin")
+  layout.activate(mesh)
   os.makedirs(workdir, exist_ok=True)
   keras.utils.set_random_seed(seed)
   tf.config.experimental.enable_op_determinism()
@@ -124,8 +212,9 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   keras.mixed_precision.set_global_policy(mixed_precision or "float32")
   data = load_data(seed)
   _write_augmentation(workdir, data)
-  # reduced_mpl builds its student only once the big teacher is gone (reduced_mpl_phases).
-  model = build_method(method, data, seed, steps) if method != "reduced_mpl" else None
+  builder = Builder(data, seed=seed, steps=steps, finetune_steps=finetune_steps,
+                    teacher_steps=teacher_pretrain_steps or steps, workdir=workdir)
+  phases = builder.make(spec.phases, builder)
   _write_config(workdir)
   # Curves on held-out data every `eval_every` steps: the validation split, or the test split when the dataset
   # holds none out (tagged `test/...`: for watching, e.g. the teacher-student gap, never for choosing).
@@ -133,37 +222,30 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   common = dict(workdir=workdir, steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every,
                 summary_every=summary_every, verbose=verbose,
                 eval_dataset=held_out[1], eval_every=eval_every, eval_name=held_out[0])
-  if method == "pseudo_labels":
-    pretrain = compile_supervised(model.teacher, "teacher", teacher_pretrain_steps or steps)
-    trainer.train_phase(pretrain, data.labeled, phase="teacher", steps=teacher_pretrain_steps or steps, **common)
-    model.teacher.trainable = False
-  train_data = data.train if method != "supervised" else data.labeled
-  if method == "reduced_mpl":
-    model, train_data, stored = reduced_mpl_phases(data, seed, steps, teacher_pretrain_steps or steps, common)
-  trainer.train_phase(model, train_data, phase="mpl" if method in ("mpl", "reduced_mpl") else "train",
-                      steps=steps, **common)
-  metrics = evaluate(model, data, prefix="")
-  if method == "reduced_mpl":  # the reduced teacher scored on the big teacher's stored test predictions
-    metrics["teacher/accuracy"] = reduced_mpl.evaluate_reduced_teacher(model.teacher, stored.test,
-                                                                      stored.test_labels)
-    metrics["big_teacher/accuracy"] = stored.big_teacher_accuracy
+  metrics: Dict = {}
+  model = main = None
+  for phase in phases:
+    if phase.skip():
+      continue
+    if phase.keep_student_as:
+      _keep_student_accuracy(metrics, phase.keep_student_as)
+    model = phase.model(model)
+    dataset = {"train": data.train, "labeled": data.labeled}[phase.data] if isinstance(phase.data, str) else phase.data()
+    trainer.train_phase(model, dataset, phase=phase.name, steps=phase.steps, **common)
+    if phase.scores == "all":
+      metrics.update(evaluate(model, data, prefix=""))
+    elif phase.scores == "student":
+      metrics.update(_student_metrics(model, data))
+    if phase.after is not None:
+      metrics.update(phase.after(model) or {})
+    main = model if phase.main else main
+    if not phase.hand_on:
+      model = None
+      gc.collect()  # Keras objects hold reference cycles: free this phase's networks before the next is built
+  if model is None:
+    raise ValueError(f"{method}: its last phase must hand its model on (Phase.hand_on): that model is exported")
   student = model.eval_student
-  distill_steps, distill_options = distill_phase() if method == "mpl" else (0, {})
-  if distill_steps:
-    _keep_student_accuracy(metrics, "_after_mpl")
-    distill = PseudoLabelsModel(teacher=model.teacher, student=student, seed=seed, **distill_options)
-    student.trainable = True  # MPL's EMA student is built frozen (only the EMA update writes it)
-    with gin.config_scope("distill"):
-      distill.compile(optimizer=optimizer(total_steps=distill_steps))
-    trainer.train_phase(distill, data.train, phase="distill", steps=distill_steps, **common)
-    metrics.update(_student_metrics(distill, data))
-    student = distill.eval_student
-  if finetune_steps:
-    _keep_student_accuracy(metrics, "_before_finetune")
-    tuned = compile_supervised(student, "finetune", finetune_steps)
-    trainer.train_phase(tuned, data.labeled, phase="finetune", steps=finetune_steps, **common)
-    metrics.update(_student_metrics(tuned, data))
-  metrics.update(step=int(model.global_step.numpy()), method=method, seed=seed, split=data.split_name)
+  metrics.update(step=int(main.global_step.numpy()), method=method, seed=seed, split=data.split_name)
   if layout.is_chief():  # several DTensor clients share the workdir: one writes the run's files
     if export:
       from mpl_tf import export as export_lib  # pylint: disable=import-outside-toplevel
@@ -171,94 +253,15 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2, sort_keys=True)
   _write_config(workdir)
-  return metrics
+  return RunResult(metrics=metrics, model=main, student=student)
 
 
-def build_method(method: str, data, seed: int, steps: int) -> keras.Model:
-  """The compiled Keras model for `method`, with fresh networks seeded from `seed`."""
-  def net(offset):
-    return network(data.num_classes, data.input_shape, seed=seed * 10 + offset)
-  if method in ("mpl", "reduced_mpl"):
-    if method == "mpl":
-      model = MetaPseudoLabelsModel(teacher=net(1), student=net(2), seed=seed)
-    else:  # the student and the small reduced teacher of reduced_mpl_phases
-      model = ReducedMetaPseudoLabelsModel(teacher=build_reduced_teacher(data.num_classes, seed=seed * 10 + 3),
-                                           student=net(2), seed=seed)
-    with gin.config_scope("teacher"):
-      t_opt = optimizer(total_steps=steps)
-    with gin.config_scope("student"):
-      s_opt = optimizer(total_steps=steps - model.student_wait_steps)
-    model.compile(teacher_optimizer=t_opt, student_optimizer=s_opt)
-    return model
-  if method == "uda":
-    model = UDAModel(net(2))
-  elif method == "supervised":
-    model = SupervisedModel(net(2))
-  else:
-    model = PseudoLabelsModel(teacher=net(1), student=net(2), seed=seed)
-  with gin.config_scope("student"):
-    model.compile(optimizer=optimizer(total_steps=steps))
-  return model
-
-
-@gin.configurable("reduced_mpl")
-def reduced_mpl_phases(data, seed: int, steps: int, teacher_steps: int, common: Dict,
-                       big_teacher_method: str = "uda"):
-  """Reduced MPL's first phases (paper, Appendix E; `mpl_tf/algorithms/reduced_mpl.py`).
-
-  Trains the big teacher (`big_teacher_method`: 'uda' on the two-view training data, or 'supervised' on the
-  labeled data; network and optimizer under the gin scope `big_teacher`, e.g. `big_teacher/network.name`)
-  for `teacher_steps` (phase 'teacher'), stores its probabilities on the clean labeled, unlabeled and test
-  images in `workdir/predictions/big_teacher.npz`, and frees it. Only then builds the reduced teacher and the
-  student (`build_method('reduced_mpl', ...)`: reduced teacher optimizer under `teacher/`, student under
-  `student/`). A resumed run with the predictions on disk skips the big teacher altogether.
-  Returns (the compiled reduced MPL model, its training dataset, the `StoredPredictions`).
-  """
-  if big_teacher_method not in ("uda", "supervised"):
-    raise ValueError(f"reduced_mpl.big_teacher_method must be 'uda' or 'supervised', got {big_teacher_method!r}")
-  inputs = reduced_mpl.dataset_inputs(data)
-  path = os.path.join(common["workdir"], "predictions", "big_teacher.npz")
-  if not os.path.exists(path):
-    with gin.config_scope("big_teacher"):
-      big = network(data.num_classes, data.input_shape, seed=seed * 10 + 1)
-      big_model = UDAModel(big) if big_teacher_method == "uda" else SupervisedModel(big)
-      big_model.compile(optimizer=optimizer(total_steps=teacher_steps))
-    trainer.train_phase(big_model, data.train if big_teacher_method == "uda" else data.labeled, phase="teacher",
-                        steps=teacher_steps, **common)
-    reduced_mpl.store_predictions(big_model.eval_student, inputs, data.test).save(path)
-    del big, big_model
-  gc.collect()  # the big teacher's Keras objects hold reference cycles: free them before the student exists
-  stored = reduced_mpl.StoredPredictions.load(path, data.split_digest)
-  model = build_method("reduced_mpl", data, seed, steps)
-  train = reduced_mpl.stored_prediction_dataset(inputs, stored, batch_size=data.batch_size,
-                                                unlabeled_batch_size=data.unlabeled_batch_size, seed=seed)
-  return model, train, stored
-
-
-@gin.configurable("distill")
-def distill_phase(steps: int = 0, pseudo_labels: str = "soft", labeled_weight: float = 0.0,
-                  student_view: str = "weak", teacher_view: str = "weak", ema_decay: float = 0.0):
-  """MPL's optional phase before finetuning: the student learns from MPL's final teacher, now frozen.
-
-  MPL's student learns from a teacher that improves as it goes, so on a short budget it can end behind the
-  teacher it followed (the hard own-data stand-in: ~9 points, RESULTS.md). For `steps` steps (0: no phase) it
-  then trains as a Pseudo Labels student (`PseudoLabelsModel`) of that teacher: by default on the teacher's
-  soft prediction for the weak view, with no labeled loss (it still learns only from the teacher), under the
-  optimizer bound in the scope `distill/` (`distill/optimizer.learning_rate = 0.05`). Not part of the paper's
-  recipes; the own-data default (gin/own_data.gin), chosen on validation stand-ins.
-  Returns (steps, the `PseudoLabelsModel` options).
-  """
-  return steps, dict(pseudo_labels=pseudo_labels, labeled_weight=labeled_weight, student_view=student_view,
-                     teacher_view=teacher_view, ema_decay=ema_decay)
-
-
-def compile_supervised(network_: keras.Model, scope: str, steps: int) -> SupervisedModel:
-  """Supervised training of `network_` with the optimizer bound under `scope` (teacher / finetune)."""
-  network_.trainable = True
-  model = SupervisedModel(network_)
-  with gin.config_scope(scope):
-    model.compile(optimizer=optimizer(total_steps=steps))
-  return model
+def main_model(method: str, data, seed: int, steps: int, workdir: Optional[str] = None) -> keras.Model:
+  """The compiled model of `method`'s main phase, built as `run` builds it, untrained: for tools that drive the
+  training themselves (tools/two_moons.py, tools/feedback_snr.py). gin must be parsed."""
+  builder = Builder(data, seed=seed, steps=steps, finetune_steps=0, teacher_steps=steps, workdir=workdir or "")
+  phases = builder.make(METHODS[method].phases, builder)
+  return next(phase for phase in phases if phase.main).model(None)
 
 
 def evaluate(model: keras.Model, data, prefix: str) -> Dict[str, float]:

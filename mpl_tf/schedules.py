@@ -1,7 +1,10 @@
 """Learning-rate schedules: linear warmup then cosine decay, and the student's wait steps.
 
 The official MPL recipe gives teacher and student separate clocks: the student's learning rate is held at 0
-for `wait_steps`, then runs its own warmup and cosine from there (official `common_utils.get_learning_rate`; docs/official_recipe.md).
+for `wait_steps`, then runs its own warmup and cosine from there (official `common_utils.get_learning_rate`;
+docs/official_recipe.md). The wait is part of the schedule the optimizer is built with (`WarmupCosine`, or
+`Delayed` around a constant rate): a zero learning rate also zeroes tf-keras' decoupled weight decay and leaves
+momentum untouched, so the student does not move at all while it waits.
 """
 import math
 from typing import Union
@@ -62,24 +65,6 @@ class Delayed(keras.optimizers.schedules.LearningRateSchedule):
 
   def get_config(self):
     return {"inner": self.inner, "wait_steps": self.wait_steps}
-
-
-def delay_learning_rate(optimizer: keras.optimizers.Optimizer, wait_steps: int) -> None:
-  """Makes `optimizer`'s learning rate 0 for its first `wait_steps` steps (MPL's student wait).
-
-  A zero learning rate also zeroes tf-keras' decoupled weight decay and leaves momentum untouched, so the
-  student's weights do not move at all during the wait. Must be called before the optimizer's first step.
-  """
-  if wait_steps <= 0:
-    return
-  optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a mixed_float16 LossScaleOptimizer
-  if int(optimizer.iterations.numpy()) > 0:
-    raise ValueError("delay_learning_rate must be applied before the optimizer's first step")
-  inner = optimizer._learning_rate  # pylint: disable=protected-access
-  if isinstance(inner, tf.Variable):
-    inner = float(inner.numpy())
-  # tf-keras only keeps `_current_learning_rate` for optimizers built with a schedule; build it the same way.
-  optimizer._learning_rate = optimizer._build_learning_rate(Delayed(inner, wait_steps))  # pylint: disable=protected-access
 
 
 def learning_rate_at(optimizer: keras.optimizers.Optimizer, step=None) -> tf.Tensor:

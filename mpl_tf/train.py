@@ -28,10 +28,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   try:
-    metrics = experiment.run(FLAGS.workdir)
+    result = experiment.run(FLAGS.workdir)
   except trainer.NonFiniteLossError as e:
     raise SystemExit(f"mpl_tf.train: {e}") from e
-  print(json.dumps(metrics, indent=2, sort_keys=True))
+  print(json.dumps(result.metrics, indent=2, sort_keys=True))
   sys.stdout.flush()
 
 

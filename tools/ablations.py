@@ -37,7 +37,7 @@ flags.DEFINE_string("out", "docs/ablations.md", "markdown table to write (and it
 flags.DEFINE_string("plot", "docs/ablations.png", "plot to write")
 
 _MPL = "run.method = 'mpl'"
-_NO_UDA = "MetaPseudoLabelsModel.uda_weight = 0.0"
+_NO_UDA = "uda.weight = 0.0"
 
 
 def _feedback(form: str, reduction: str, batch_norm: str = "train"):

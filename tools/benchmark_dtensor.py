@@ -47,19 +47,24 @@ def parse_mesh(name):
 
 
 def build_model(mesh, name, num_classes, shape, seed=0):
-  """The compiled MPL model (UDA teacher, EMA student, SGD momentum) with its networks placed on `mesh`."""
+  """The compiled MPL model (UDA teacher, EMA student, SGD momentum) with its networks placed on `mesh`, built
+  by the library's own `experiment.network` / `experiment.optimizer` on that (activated) mesh."""
+  from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
   from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel  # pylint: disable=import-outside-toplevel
-  from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
+  from mpl_tf.algorithms.uda import UDASettings  # pylint: disable=import-outside-toplevel
   from mpl_tf.models import builder  # pylint: disable=import-outside-toplevel
-  options = {"bn_fused": False}
+  options = {"bn_fused": False}  # the same network on every mesh (placed networks use unfused batch norm)
   if builder.model_family(name) in ("wide_resnet", "cnn"):
-    options.update(seed=seed, dropout=0.0)
-  options.update(layout.network_options(builder.model_family(name), mesh))
-  nets = [layout.place_network(builder.build_model(name, num_classes, shape, **options), mesh) for _ in range(2)]
-  model = MetaPseudoLabelsModel(teacher=nets[0], student=nets[1], uda_weight=1.0, ema_decay=0.99, seed=seed)
-  def sgd():
-    return layout.make_optimizer(keras.optimizers.SGD, mesh, learning_rate=0.01, momentum=0.9, nesterov=True)
-  model.compile(teacher_optimizer=sgd(), student_optimizer=sgd())
+    options.update(dropout=0.0)
+  layout.activate(mesh)
+  try:
+    nets = [experiment.network(num_classes, shape, seed=seed, name=name, **options) for _ in range(2)]
+    model = MetaPseudoLabelsModel(teacher=nets[0], student=nets[1], uda=UDASettings(weight=1.0), ema_decay=0.99,
+                                  seed=seed)
+    sgd = [experiment.optimizer(total_steps=1, learning_rate=0.01, momentum=0.9, nesterov=True) for _ in range(2)]
+  finally:
+    layout.activate(None)
+  model.compile(teacher_optimizer=sgd[0], student_optimizer=sgd[1])
   return model
 
 

@@ -93,7 +93,7 @@ def build_cases(tf, keras, args, element: Element, jit: bool):
   from mpl_tf.algorithms import feedback  # pylint: disable=import-outside-toplevel
   from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel  # pylint: disable=import-outside-toplevel
   from mpl_tf.algorithms.supervised import SupervisedModel  # pylint: disable=import-outside-toplevel
-  from mpl_tf.algorithms.uda import uda_objective  # pylint: disable=import-outside-toplevel
+  from mpl_tf.algorithms.uda import UDASettings, uda_objective  # pylint: disable=import-outside-toplevel
   from mpl_tf.models.builder import build_model  # pylint: disable=import-outside-toplevel
 
   shape = (args.image_size, args.image_size, 3)
@@ -105,7 +105,7 @@ def build_cases(tf, keras, args, element: Element, jit: bool):
   def sgd():
     return keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
 
-  uda = dict(uda_weight=8.0, uda_temperature=0.7, uda_threshold=0.6)
+  uda = dict(uda=UDASettings(weight=8.0, temperature=0.7, threshold=0.6))
   e = element
   cases = {}
 

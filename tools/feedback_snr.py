@@ -65,7 +65,7 @@ def build(seed: int):
   steps = gin.query_parameter("run.steps")
   if isinstance(steps, gin.config.ConfigurableReference):  # a macro, e.g. run.steps = %STEPS
     steps = gin.query_parameter(str(steps))
-  model = experiment.build_method("mpl", data, seed, steps)
+  model = experiment.main_model("mpl", data, seed, steps)
   return data, model
 
 

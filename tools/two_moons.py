@@ -26,7 +26,6 @@ and what the teacher's sampled labels look like (`diagnostics` in the JSON, a ta
 Accuracy is the fraction of all 2,000 points classified correctly, as in the paper's figure.
 Example: python tools/two_moons.py --out=docs   (the table in docs/two_moons.md; about 10-15 minutes on 2 cores)
 """
-import contextlib
 import json
 import os
 import shutil
@@ -45,7 +44,7 @@ if ROOT not in sys.path:
 import gin  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-_UDA = ["build_dataset.two_views = True", "build_dataset.noise_stddev = 0.2", "MetaPseudoLabelsModel.uda_weight = 1.0"]
+_UDA = ["build_dataset.two_views = True", "build_dataset.noise_stddev = 0.2", "uda.weight = 1.0"]
 _FORMS = {"ld": ("loss difference", "loss_difference"), "le": ("label effect", "label_effect")}
 # The feedback study (RESULTS.md, docs/feedback.md): h as the paper's loss difference or the label effect, the
 # hard-label term averaged or summed over the unlabeled batch, with and without the teacher's UDA term; the
@@ -118,28 +117,6 @@ def _parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
   experiment.parse_gin([os.path.join(ROOT, f) for f in files], list(bindings))
 
 
-@contextlib.contextmanager
-def _keep_built_models(store: List):
-  """Records the models `experiment.run` builds, so that the trained networks can be drawn afterwards.
-
-  `run` returns only metrics; it looks `build_method` up in its module at call time, so wrapping that name
-  for the duration of one call hands us the very model it trains (finetuning trains its student in place).
-  """
-  from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
-  original = experiment.build_method
-
-  def build_and_keep(*args, **kwargs):
-    model = original(*args, **kwargs)
-    store.append(model)
-    return model
-
-  experiment.build_method = build_and_keep
-  try:
-    yield
-  finally:
-    experiment.build_method = original
-
-
 def run_one(name: str, seed: int, keep_model: bool = False):
   """One run of method `name` with `seed`; returns (metrics, model or None, seconds)."""
   from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
@@ -147,16 +124,12 @@ def run_one(name: str, seed: int, keep_model: bool = False):
   keras.backend.clear_session()
   _parse_gin(FLAGS.gin_file, SWEEP_BINDINGS + list(FLAGS.gin_bindings) + ALL[name][1] + [f"run.seed = {seed}"])
   workdir = tempfile.mkdtemp(prefix=f"two_moons_{name}_{seed}_")
-  store: List = []
   start = time.time()
   try:
-    with _keep_built_models(store):
-      metrics = experiment.run(workdir)
+    result = experiment.run(workdir)
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
-  if keep_model and not store:
-    raise RuntimeError("experiment.run built no model through experiment.build_method: update _keep_built_models")
-  return metrics, (store[0] if keep_model else None), time.time() - start
+  return result.metrics, (result.model if keep_model else None), time.time() - start
 
 
 # --- diagnostics of the feedback ----------------------------------------------------------------------
@@ -277,7 +250,7 @@ def diagnose(name: str, seed: int, checkpoints: Sequence[int]) -> List[Dict]:
   steps = int(checkpoints[-1])
   keras.utils.set_random_seed(seed)
   data = experiment.load_data(seed)
-  model = experiment.build_method("mpl", data, seed, steps)
+  model = experiment.main_model("mpl", data, seed, steps)
   points = load_two_moons(num_labeled=data.num_labeled, seed=seed)
   x, y = points["x"], points["y"]
   rng = np.random.default_rng(1000 + seed)

@@ -18,6 +18,21 @@ from mpl_tf import layout, losses
 from mpl_tf.keras import keras
 
 
+PSEUDO_LABEL_MODES = ("sample", "argmax", "soft")  # drawn from softmax(T), its argmax, or the distribution
+VIEWS = ("strong", "weak")
+
+
+def check_choice(name: str, value, known) -> None:
+  """A clear error for a string option outside its choices (`pseudo_labels`, `student_view`, ...)."""
+  if value not in known:
+    raise ValueError(f"{name} must be one of {known}, got {value!r}")
+
+
+def views_of(u_weak: tf.Tensor, u_strong: Optional[tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """{'weak', 'strong'} -> the unlabeled batch in that view; with one view it serves as both."""
+  return {"weak": u_weak, "strong": u_weak if u_strong is None else u_strong}
+
+
 def unpack(data) -> Tuple[tf.Tensor, tf.Tensor, Optional[tf.Tensor], Optional[tf.Tensor]]:
   """Splits a training element into (x_l, y_l, x_u_weak, x_u_strong); missing parts are None."""
   if not isinstance(data, (tuple, list)) or len(data) != 2:
@@ -48,14 +63,20 @@ class SemiSupervisedModel(keras.Model):
     student: the network that is returned and exported; a functional Keras model producing logits.
     ema_decay: decay of the student's exponential moving average (0 turns it off). With warm-up
       min(decay, (t+1)/(t+10)) as in the official code. When on, evaluation and `call` use the EMA student.
+    grad_clip_norm: global-norm clipping of every gradient the method applies (`_apply`), 0 = off (official
+      ImageNet recipe: 5).
+    seed: seed of the method's random draws (pseudo labels); each step uses the stateless seed (seed, step).
   """
 
-  def __init__(self, student: keras.Model, ema_decay: float = 0.0, **kwargs):
+  def __init__(self, student: keras.Model, ema_decay: float = 0.0, grad_clip_norm: float = 0.0, seed: int = 0,
+               **kwargs):
     super().__init__(**kwargs)
     if not 0.0 <= ema_decay < 1.0:
       raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    if grad_clip_norm < 0:
+      raise ValueError(f"grad_clip_norm must be >= 0, got {grad_clip_norm}")
     self.student = student
-    self.ema_decay = ema_decay
+    self.ema_decay, self.grad_clip_norm, self.seed = ema_decay, grad_clip_norm, seed
     # The DTensor mesh the networks live on (mpl_tf.layout.place_network), None on a single device; the
     # method's own variables, counters and metrics are placed on it too.
     self.mesh = layout.mesh_of(student)
@@ -84,8 +105,14 @@ class SemiSupervisedModel(keras.Model):
     return self.eval_student(inputs, training=training)
 
   def evaluate(self, *args, **kwargs):  # pylint: disable=arguments-differ
-    if self.mesh is not None:  # a partial last batch cannot be split over a mesh: score one-device copies
-      return layout.evaluate_off_mesh(self, *args, **kwargs)
+    if self.mesh is not None:
+      # A partial last batch cannot be split over a mesh: score single-device copies of the evaluated student
+      # (and teacher), with the same weights, on every example.
+      teacher = self.teacher_for_eval
+      evaluator = _Evaluator(layout.single_device_copy(self.eval_student),
+                             None if teacher is None else layout.single_device_copy(teacher))
+      evaluator.compile()
+      return evaluator.evaluate(*args, **kwargs)
     return super().evaluate(*args, **kwargs)
 
   def test_step(self, data):
@@ -155,14 +182,31 @@ class SemiSupervisedModel(keras.Model):
       return optimizer.get_unscaled_gradients(tape.gradient(loss, variables, output_gradients=scale))
     return tape.gradient(loss, variables)
 
-  @staticmethod
-  def _clip(grads, clip_norm: float):
-    """Clips gradients by their global norm when clip_norm > 0 (official ImageNet recipe: 5)."""
-    if clip_norm and clip_norm > 0:
-      grads, _ = tf.clip_by_global_norm(grads, clip_norm)
+  def _apply(self, tape: tf.GradientTape, loss: tf.Tensor, variables, optimizer):
+    """gradient -> clip (`grad_clip_norm`) -> apply, the one update path of every method.
+
+    Returns the clipped gradients *before* `stop_gradient`: inside an outer tape (MPL's soft labels) the
+    caller can differentiate through them, while the optimizer only ever sees constants.
+    """
+    grads = self._gradients(tape, loss, variables, optimizer)
+    if self.grad_clip_norm > 0:
+      grads, _ = tf.clip_by_global_norm(grads, self.grad_clip_norm)
+    optimizer.apply_gradients(zip([None if g is None else tf.stop_gradient(g) for g in grads], variables))
     return grads
 
   def _finish_step(self) -> Dict[str, tf.Tensor]:
     self._update_ema()
     self.global_step.assign_add(1)
     return self._results()
+
+
+class _Evaluator(SemiSupervisedModel):
+  """Scores given single-device copies of a mesh model's evaluated student and teacher (`evaluate`)."""
+
+  def __init__(self, student: keras.Model, teacher: Optional[keras.Model]):
+    super().__init__(student)
+    self._teacher = teacher
+
+  @property
+  def teacher_for_eval(self):
+    return self._teacher

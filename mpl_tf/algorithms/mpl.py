@@ -21,19 +21,20 @@ One `train_step` (Algorithm 1, with the teacher's auxiliary losses of section 3.
 The math is in `mpl_tf.losses`, the derivation in docs/feedback.md; this file only orchestrates tapes,
 optimizers and metrics.
 """
-from typing import Optional
+from typing import List, Optional
 
 import tensorflow as tf
 
 from mpl_tf import layout, losses
 from mpl_tf.algorithms import feedback as feedback_lib
-from mpl_tf.algorithms.base import SemiSupervisedModel, unpack
-from mpl_tf.algorithms.uda import uda_objective
+from mpl_tf.algorithms.phases import Method, Phase
+from mpl_tf.algorithms.pseudo_labels import distill
+from mpl_tf.algorithms.supervised import finetune
+from mpl_tf.algorithms.base import PSEUDO_LABEL_MODES, VIEWS, SemiSupervisedModel, check_choice, unpack, views_of
+from mpl_tf.algorithms.uda import NO_UDA, UDASettings, uda_objective
 from mpl_tf.keras import keras
-from mpl_tf.schedules import delay_learning_rate, learning_rate_at
+from mpl_tf.schedules import learning_rate_at
 
-PSEUDO_LABEL_MODES = ("sample", "argmax", "soft")
-VIEWS = ("strong", "weak")
 FEEDBACK_MODES = ("label_effect", "loss_difference", "dot_product")
 
 
@@ -61,40 +62,34 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     teacher_supervised_weight: weight of the teacher's cross-entropy on labeled data.
     label_smoothing: smoothing of the teacher's supervised target (official CIFAR: 0.15).
     student_label_smoothing: smoothing of the student's pseudo-label target (official: the same flag, 0.15).
-    uda_weight, uda_ramp_steps, uda_temperature, uda_threshold: the teacher's UDA consistency term, off
-      when uda_weight is 0 (official CIFAR: 8, 5000, 0.7, 0.6); needs two unlabeled views.
+    uda: the teacher's UDA consistency term (`UDASettings`; official CIFAR: 8, 5000, 0.7, 0.6), used when the
+      elements carry two unlabeled views; None or weight 0: off.
     student_view: which unlabeled view the student trains on when there are two ('strong' or 'weak').
     pseudo_label_view: which of the teacher's views the student's labels are drawn from ('strong', 'weak', or
       None: the student's own view, as in the official code). 'weak' is MPL-pytorch's choice: the teacher is
       most accurate on the weak view, while the student still trains on its own view. The MPL term scores the
       label under the distribution it was drawn from (T on the label's view), so the estimator stays exact.
-    student_wait_steps: the student's learning rate is 0 for its first N steps (official CIFAR: 3000).
-    ema_decay: decay of the student's EMA (official CIFAR: 0.995), 0 = off.
-    grad_clip_norm: global-norm gradient clipping for both networks, 0 = off.
-    seed: seed of the pseudo-label sampling; each step uses the stateless seed (seed, step).
+    ema_decay (official CIFAR: 0.995), grad_clip_norm (both networks), seed (pseudo-label sampling): as in
+      `SemiSupervisedModel`.
+  The student's wait (official CIFAR: 3000 steps at learning rate 0) is its learning-rate schedule's
+  (`schedules.WarmupCosine(wait_steps=...)`, gin `mpl.student_wait_steps`); the model needs no part of it.
   """
 
   def __init__(self, teacher: keras.Model, student: keras.Model, pseudo_labels: str = "sample",
                feedback: str = "label_effect", feedback_batch_norm: str = "train", mpl_reduction: str = "mean",
                baseline_decay: float = 0.99, mpl_weight: float = 1.0, teacher_supervised_weight: float = 1.0,
-               label_smoothing: float = 0.0, student_label_smoothing: float = 0.0, uda_weight: float = 0.0,
-               uda_ramp_steps: int = 0, uda_temperature: float = 1.0, uda_threshold: float = 0.0,
-               student_view: str = "strong", pseudo_label_view: Optional[str] = None,
-               student_wait_steps: int = 0, ema_decay: float = 0.0, grad_clip_norm: float = 0.0, seed: int = 0,
-               **kwargs):
-    super().__init__(student=student, ema_decay=ema_decay, **kwargs)
-    for name, value, known in (("pseudo_labels", pseudo_labels, PSEUDO_LABEL_MODES),
-                               ("feedback", feedback, FEEDBACK_MODES),
-                               ("feedback_batch_norm", feedback_batch_norm, feedback_lib.BATCH_NORM_MODES),
-                               ("mpl_reduction", mpl_reduction, losses.MPL_REDUCTIONS),
-                               ("student_view", student_view, VIEWS),
-                               ("pseudo_label_view", pseudo_label_view, VIEWS + (None,))):
-      if value not in known:
-        raise ValueError(f"{name} must be one of {known}, got {value!r}")
+               label_smoothing: float = 0.0, student_label_smoothing: float = 0.0,
+               uda: Optional[UDASettings] = None, student_view: str = "strong",
+               pseudo_label_view: Optional[str] = None, **kwargs):
+    super().__init__(student=student, **kwargs)
+    check_choice("pseudo_labels", pseudo_labels, PSEUDO_LABEL_MODES)
+    check_choice("feedback", feedback, FEEDBACK_MODES)
+    check_choice("feedback_batch_norm", feedback_batch_norm, feedback_lib.BATCH_NORM_MODES)
+    check_choice("mpl_reduction", mpl_reduction, losses.MPL_REDUCTIONS)
+    check_choice("student_view", student_view, VIEWS)
+    check_choice("pseudo_label_view", pseudo_label_view, VIEWS + (None,))
     if not 0.0 <= baseline_decay < 1.0:
       raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
-    if student_wait_steps < 0:
-      raise ValueError(f"student_wait_steps must be >= 0, got {student_wait_steps}")
     if not 0.0 <= student_label_smoothing < 1.0:
       raise ValueError(f"student_label_smoothing must be in [0, 1), got {student_label_smoothing}")
     self.teacher = teacher
@@ -102,12 +97,10 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     self.feedback_batch_norm, self.mpl_reduction = feedback_batch_norm, mpl_reduction
     self.baseline_decay, self.mpl_weight = baseline_decay, mpl_weight
     self.student_label_smoothing = student_label_smoothing
-    self.teacher_options = dict(
-        label_smoothing=label_smoothing, supervised_weight=teacher_supervised_weight, uda_weight=uda_weight,
-        uda_ramp_steps=uda_ramp_steps, uda_temperature=uda_temperature, uda_threshold=uda_threshold)
-    self.student_view, self.student_wait_steps = student_view, student_wait_steps
+    self.teacher_options = dict(label_smoothing=label_smoothing, supervised_weight=teacher_supervised_weight,
+                                uda=uda or NO_UDA)
+    self.student_view = student_view
     self.pseudo_label_view = pseudo_label_view or student_view
-    self.grad_clip_norm, self.seed = grad_clip_norm, seed
     self.step_coefficient = None  # c of the student's optimizer (`feedback.step_coefficient`), set by compile
     self.h_baseline = layout.variable(0.0, self.mesh, dtype=keras.backend.floatx(), trainable=False,
                                       name="h_baseline")
@@ -118,7 +111,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
 
   def compile(self, teacher_optimizer: keras.optimizers.Optimizer,
               student_optimizer: keras.optimizers.Optimizer, **kwargs):
-    """Two optimizers, one per network; the student's gets the wait steps (learning rate 0) prepended."""
+    """Two optimizers, one per network (the student's must be SGD for the feedback modes that need its step)."""
     super().compile(**kwargs)
     if teacher_optimizer is student_optimizer:
       raise ValueError("teacher_optimizer and student_optimizer must be two distinct optimizer objects")
@@ -132,41 +125,52 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
           f"weight decay allowed; clip with grad_clip_norm, not the optimizer), whose step is linear in the "
           f"gradient; got {type(student_optimizer).__name__}. Use feedback='loss_difference' with hard labels.")
     self.teacher_optimizer, self.student_optimizer = teacher_optimizer, student_optimizer
-    delay_learning_rate(student_optimizer, self.student_wait_steps)
 
   # --- one MPL step ------------------------------------------------------------------------------
   def train_step(self, data):
-    x_l, y_l, u_weak, u_strong = unpack(data)
-    if u_weak is None:
-      raise ValueError("MetaPseudoLabelsModel trains on ((x_l, y_l), x_u) or ((x_l, y_l), (x_u_weak, "
-                       "x_u_strong)) elements; got labeled data only")
-    # With one unlabeled view, it is both the student's and the labels' view.
-    views = {"weak": u_weak, "strong": u_weak if u_strong is None else u_strong}
-    label_view = self.pseudo_label_view if u_strong is not None else "weak"
-    u_student = views[self.student_view]
+    batch = self._split(data)
     student_lr = learning_rate_at(self.student_optimizer)
     t_vars = self.teacher.trainable_variables
     # Only the teacher's variables are watched, so the student's forward and update are not recorded here
     # unless they depend on the teacher's output (soft labels: the nested tape the meta-gradient needs).
-    # Without UDA the teacher needs the labels' view only: the other view's forward and backward would cost
-    # a third more teacher work for nothing (tools/benchmark_step.py, BENCHMARKS.md).
-    uda_on = self.teacher_options["uda_weight"] > 0 and u_strong is not None
-    t_weak, t_strong = (u_weak, u_strong) if uda_on else (views[label_view], None)
     with tf.GradientTape(watch_accessed_variables=False) as t_tape:
       t_tape.watch(t_vars)
-      t = uda_objective(self.teacher, x_l, y_l, t_weak, t_strong, self.global_step, **self.teacher_options)
+      t = self._teacher_objective(batch)
       # NaN logits would make sampling return out-of-range labels; fail here with a message that says so.
-      t_logits_u = tf.debugging.check_numerics(t[label_view] if uda_on else t["weak"],
-                                               "MPL teacher logits on the unlabeled batch")
-      s, mpl = self._feedback(x_l, y_l, u_student, t_logits_u, student_lr)
+      t_logits_u = tf.debugging.check_numerics(t["logits_u"], "MPL teacher logits on the unlabeled batch")
+      s, mpl = self._feedback(batch["x_l"], batch["y_l"], batch["u_student"], t_logits_u, student_lr)
       t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
     self._update_teacher(t_tape, t_loss, t_vars, s, mpl, student_lr)
-    self._track("teacher/supervised_loss", t["supervised_loss"])
-    if "uda_loss" in t:
-      self._track("uda/loss", t["uda_loss"])
-      self._track("uda/mask_ratio", t["uda_mask_ratio"])
-      self._track("uda/weight", t["uda_weight"])
+    for name, value in t["metrics"].items():
+      self._track(name, value)
     return self._finish_step()
+
+  # --- the teacher's side: the hooks a variant overrides (ReducedMetaPseudoLabelsModel) ----------------------
+  def _split(self, data) -> dict:
+    """A training element -> {x_l, y_l, u_student (the student's view), and what `_teacher_objective` reads}."""
+    x_l, y_l, u_weak, u_strong = unpack(data)
+    if u_weak is None:
+      raise ValueError("MetaPseudoLabelsModel trains on ((x_l, y_l), x_u) or ((x_l, y_l), (x_u_weak, "
+                       "x_u_strong)) elements; got labeled data only")
+    views = views_of(u_weak, u_strong)  # with one unlabeled view, it is both the student's and the labels'
+    return dict(x_l=x_l, y_l=y_l, u_student=views[self.student_view], views=views, two_views=u_strong is not None)
+
+  def _teacher_objective(self, batch: dict) -> dict:
+    """The teacher's forward in training mode and its own losses: {loss, logits_u (on the labels' view), metrics}.
+
+    Without UDA the teacher needs the labels' view only: the other view's forward and backward would cost a
+    third more teacher work for nothing (tools/benchmark_step.py, BENCHMARKS.md).
+    """
+    views, two = batch["views"], batch["two_views"]
+    label_view = self.pseudo_label_view if two else "weak"
+    uda_on = self.teacher_options["uda"].weight > 0 and two
+    t_weak, t_strong = (views["weak"], views["strong"]) if uda_on else (views[label_view], None)
+    t = uda_objective(self.teacher, batch["x_l"], batch["y_l"], t_weak, t_strong, self.global_step,
+                      **self.teacher_options)
+    metrics = {"teacher/supervised_loss": t["supervised_loss"]}
+    if "uda_loss" in t:
+      metrics.update({"uda/loss": t["uda_loss"], "uda/mask_ratio": t["uda_mask_ratio"], "uda/weight": t["uda_weight"]})
+    return dict(loss=t["loss"], logits_u=t[label_view] if uda_on else t["weak"], metrics=metrics)
 
   def _feedback(self, x_l, y_l, u, t_logits_u, student_lr):
     """Steps 2-5 (module doc), inside the teacher's tape: pseudo labels from the teacher's logits on the
@@ -189,9 +193,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
 
   def _update_teacher(self, t_tape, t_loss, t_vars, s, mpl, student_lr):
     """The teacher's update, the baseline's, the EMA student's (in `_finish_step`) and shared metrics."""
-    t_grads = self._clip(self._gradients(t_tape, t_loss, t_vars, self.teacher_optimizer), self.grad_clip_norm)
     teacher_lr = learning_rate_at(self.teacher_optimizer)
-    self.teacher_optimizer.apply_gradients(zip(t_grads, t_vars))
+    self._apply(t_tape, t_loss, t_vars, self.teacher_optimizer)
     if self.baseline_decay > 0:
       self.h_baseline.assign(losses.moving_average(self.h_baseline, s["h"], self.baseline_decay))
     self._track("teacher/loss", t_loss)
@@ -237,9 +240,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       else:
         smoothed = losses.smooth_targets(targets, self.student_label_smoothing)
         loss_u = tf.reduce_mean(losses.soft_cross_entropy(smoothed, s_logits_u))
-    grads_u = self._clip(self._gradients(s_tape, loss_u, variables, self.student_optimizer), self.grad_clip_norm)
+    grads_u = self._apply(s_tape, loss_u, variables, self.student_optimizer)
     applied = [None if g is None else tf.stop_gradient(g) for g in grads_u]
-    self.student_optimizer.apply_gradients(zip(applied, variables))
 
     # The losses after the step see the moving statistics of before it (inference mode) and leave them as the
     # student's step set them: the weight update is the only difference between the measurements.
@@ -268,3 +270,22 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       out["h"] = out["h_label"] if self.feedback == "label_effect" else out["h_raw"]
     return out
 
+
+
+def phases(builder, student_wait_steps: int = 0) -> List[Phase]:
+  """MPL (phase 'mpl'), then, if `distill.steps` > 0, the distill phase, then finetuning.
+
+  `student_wait_steps` (gin `mpl.student_wait_steps`; official CIFAR: 3000): the student's learning rate is 0
+  for its first N steps and its schedule starts after them. It lives in the student's schedule only.
+  """
+  if student_wait_steps < 0:
+    raise ValueError(f"mpl.student_wait_steps must be >= 0, got {student_wait_steps}")
+  model = builder.make(MetaPseudoLabelsModel, teacher=builder.network(1), student=builder.network(2),
+                       uda=builder.uda(), seed=builder.seed)
+  model.compile(teacher_optimizer=builder.optimizer("teacher", builder.steps),
+                student_optimizer=builder.optimizer("student", builder.steps, wait_steps=student_wait_steps))
+  return [Phase("mpl", lambda _: model, "train", builder.steps, scores="all", main=True),
+          *builder.make(distill, builder), *finetune(builder)]
+
+
+METHOD = Method("mpl", phases)

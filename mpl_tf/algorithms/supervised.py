@@ -3,23 +3,25 @@
 After MPL the student is finetuned on the labeled data (section 3.2); that phase is this model wrapped around
 the MPL student, so finetuning and the supervised baseline are the same code.
 """
+from typing import List
+
 import tensorflow as tf
 
 from mpl_tf import losses
 from mpl_tf.algorithms.base import SemiSupervisedModel, unpack
+from mpl_tf.algorithms.phases import Method, Phase
 from mpl_tf.keras import keras
 
 
 class SupervisedModel(SemiSupervisedModel):
   """Cross-entropy on (x_l, y_l); unlabeled parts of an element, if any, are ignored.
 
-  Compile with `optimizer=`. Args: `label_smoothing`, `ema_decay` (0 = off), `grad_clip_norm` (0 = off).
+  Compile with `optimizer=`. Args: `label_smoothing`; `ema_decay`, `grad_clip_norm` as in `SemiSupervisedModel`.
   """
 
-  def __init__(self, network: keras.Model, label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               grad_clip_norm: float = 0.0, **kwargs):
-    super().__init__(student=network, ema_decay=ema_decay, **kwargs)
-    self.label_smoothing, self.grad_clip_norm = label_smoothing, grad_clip_norm
+  def __init__(self, network: keras.Model, label_smoothing: float = 0.0, **kwargs):
+    super().__init__(student=network, **kwargs)
+    self.label_smoothing = label_smoothing
 
   def train_step(self, data):
     x_l, y_l, _, _ = unpack(data)
@@ -27,8 +29,35 @@ class SupervisedModel(SemiSupervisedModel):
     with tf.GradientTape() as tape:
       logits = self.student(x_l, training=True)
       loss = tf.reduce_mean(losses.cross_entropy(y_l, logits, self.label_smoothing))
-    grads = self._clip(self._gradients(tape, loss, variables, self.optimizer), self.grad_clip_norm)
-    self.optimizer.apply_gradients(zip(grads, variables))
+    self._apply(tape, loss, variables, self.optimizer)
     self._track("student/loss", loss)
     self._track_accuracy("student/train_accuracy", y_l, logits)
     return self._finish_step()
+
+
+def compile_supervised(builder, network: keras.Model, scope: str, steps: int) -> SupervisedModel:
+  """Supervised training of `network` with the optimizer bound under `scope` (teacher / finetune)."""
+  network.trainable = True
+  model = builder.make(SupervisedModel, network)
+  model.compile(optimizer=builder.optimizer(scope, steps))
+  return model
+
+
+def finetune(builder) -> List[Phase]:
+  """Every method's last phase (section 3.2): the student finetuned on the labeled data, if
+  `run.finetune_steps` > 0, with the optimizer of the scope `finetune/`."""
+  steps = builder.finetune_steps
+  if not steps:
+    return []
+  return [Phase("finetune", lambda previous: compile_supervised(builder, previous.eval_student, "finetune", steps),
+                "labeled", steps, scores="student", keep_student_as="_before_finetune")]
+
+
+def phases(builder) -> List[Phase]:
+  """The supervised baseline: the student on the labeled data only, then finetuning."""
+  model = builder.make(SupervisedModel, builder.network(2))
+  model.compile(optimizer=builder.optimizer("student", builder.steps))
+  return [Phase("train", lambda _: model, "labeled", builder.steps, scores="all", main=True), *finetune(builder)]
+
+
+METHOD = Method("supervised", phases)

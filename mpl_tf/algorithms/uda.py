@@ -1,26 +1,48 @@
 """UDA (Xie et al. 2020): supervised cross-entropy plus consistency between weak and strong views.
 
 Used on its own as a baseline (`UDAModel`) and as the MPL teacher's auxiliary objective (`uda_objective`,
-called by `MetaPseudoLabelsModel`), so both train the very same teacher loss.
+called by `MetaPseudoLabelsModel`), so both train the very same teacher loss, from one `UDASettings` (bound once
+in gin as `uda.*` and handed to whichever method the run trains).
 """
-from typing import Dict, Optional
+import dataclasses
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 
 from mpl_tf import layout, losses
 from mpl_tf.algorithms.base import SemiSupervisedModel, unpack
+from mpl_tf.algorithms.phases import Method, Phase
+from mpl_tf.algorithms.supervised import finetune
 from mpl_tf.keras import keras
 
 
+@dataclasses.dataclass(frozen=True)
+class UDASettings:
+  """UDA's consistency term: weight (ramped linearly from 0 over `ramp_steps`), the temperature that sharpens
+  the weak view's target and the confidence `threshold` below which an image is masked out (official CIFAR:
+  8, 5000, 0.7, 0.6). A weight of 0 turns the term off."""
+  weight: float = 1.0
+  ramp_steps: int = 0
+  temperature: float = 1.0
+  threshold: float = 0.0
+
+  def __post_init__(self):
+    if self.weight < 0 or self.ramp_steps < 0 or self.temperature <= 0 or not 0 <= self.threshold <= 1:
+      raise ValueError(f"UDA settings out of range: {self} (weight >= 0, ramp_steps >= 0, temperature > 0, "
+                       "threshold in [0, 1])")
+
+
+NO_UDA = UDASettings(weight=0.0)
+
+
 def uda_objective(network: keras.Model, x_l: tf.Tensor, y_l: tf.Tensor, u_weak: tf.Tensor,
-                  u_strong: Optional[tf.Tensor], step: tf.Tensor, *, label_smoothing: float = 0.0,
-                  supervised_weight: float = 1.0, uda_weight: float = 0.0, uda_ramp_steps: int = 0,
-                  uda_temperature: float = 1.0, uda_threshold: float = 0.0) -> Dict[str, tf.Tensor]:
+                  u_strong: Optional[tf.Tensor], step: tf.Tensor, *, uda: UDASettings = NO_UDA,
+                  label_smoothing: float = 0.0, supervised_weight: float = 1.0) -> Dict[str, tf.Tensor]:
   """One training-mode forward of `network` on [x_l, x_u_weak(, x_u_strong)] and its losses.
 
   The batches are concatenated into one call, as in the official code, so batch norm sees labeled and
   unlabeled images together and its moving statistics are updated once per step. UDA's consistency term
-  needs both views; it is skipped when `uda_weight` is 0 or there is no strong view.
+  needs both views; it is skipped when `uda.weight` is 0 or there is no strong view.
   Returns the logits of each part (`labeled`, `weak`, `strong`: the last equals `weak` with one view),
   `supervised_loss`, `uda_loss`, `uda_mask_ratio`, `uda_weight` and their weighted sum `loss`.
   """
@@ -31,11 +53,11 @@ def uda_objective(network: keras.Model, x_l: tf.Tensor, y_l: tf.Tensor, u_weak: 
   sup = tf.reduce_mean(losses.cross_entropy(y_l, out["labeled"], label_smoothing))
   out["supervised_loss"] = sup
   out["loss"] = supervised_weight * sup
-  if uda_weight > 0 and u_strong is not None:
-    uda, mask_ratio = losses.uda_consistency(out["weak"], out["strong"], uda_temperature, uda_threshold)
-    weight = uda_weight * losses.linear_ramp(step, uda_ramp_steps)
-    out.update(uda_loss=uda, uda_mask_ratio=mask_ratio, uda_weight=weight)
-    out["loss"] = out["loss"] + tf.cast(weight, uda.dtype) * uda
+  if uda.weight > 0 and u_strong is not None:
+    consistency, mask_ratio = losses.uda_consistency(out["weak"], out["strong"], uda.temperature, uda.threshold)
+    weight = uda.weight * losses.linear_ramp(step, uda.ramp_steps)
+    out.update(uda_loss=consistency, uda_mask_ratio=mask_ratio, uda_weight=weight)
+    out["loss"] = out["loss"] + tf.cast(weight, consistency.dtype) * consistency
   return out
 
 
@@ -43,18 +65,14 @@ class UDAModel(SemiSupervisedModel):
   """A single network trained with supervised CE + UDA consistency (the paper's UDA baseline).
 
   Elements must carry two views: ((x_l, y_l), (x_u_weak, x_u_strong)). Compile with `optimizer=`.
-  Args mirror the MPL teacher's UDA options: `uda_weight` (official CIFAR: 8) ramped linearly over
-  `uda_ramp_steps`, `uda_temperature` (0.7), `uda_threshold` (0.6), `label_smoothing`, `ema_decay`,
-  `grad_clip_norm`.
+  Args: `uda` (`UDASettings`, the MPL teacher's very settings in a run), `label_smoothing`; `ema_decay`,
+  `grad_clip_norm`, `seed` as in `SemiSupervisedModel`.
   """
 
-  def __init__(self, network: keras.Model, uda_weight: float = 1.0, uda_ramp_steps: int = 0,
-               uda_temperature: float = 1.0, uda_threshold: float = 0.0, label_smoothing: float = 0.0,
-               ema_decay: float = 0.0, grad_clip_norm: float = 0.0, **kwargs):
-    super().__init__(student=network, ema_decay=ema_decay, **kwargs)
-    self.options = dict(label_smoothing=label_smoothing, uda_weight=uda_weight, uda_ramp_steps=uda_ramp_steps,
-                        uda_temperature=uda_temperature, uda_threshold=uda_threshold)
-    self.grad_clip_norm = grad_clip_norm
+  def __init__(self, network: keras.Model, uda: UDASettings = UDASettings(), label_smoothing: float = 0.0,
+               **kwargs):
+    super().__init__(student=network, **kwargs)
+    self.options = dict(uda=uda, label_smoothing=label_smoothing)
 
   def train_step(self, data):
     x_l, y_l, u_weak, u_strong = unpack(data)
@@ -63,11 +81,20 @@ class UDAModel(SemiSupervisedModel):
     variables = self.student.trainable_variables
     with tf.GradientTape() as tape:
       out = uda_objective(self.student, x_l, y_l, u_weak, u_strong, self.global_step, **self.options)
-    grads = self._clip(self._gradients(tape, out["loss"], variables, self.optimizer), self.grad_clip_norm)
-    self.optimizer.apply_gradients(zip(grads, variables))
+    self._apply(tape, out["loss"], variables, self.optimizer)
     self._track("student/loss", out["loss"])
     self._track("student/supervised_loss", out["supervised_loss"])
     if "uda_loss" in out:
       self._track("uda/loss", out["uda_loss"])
       self._track("uda/mask_ratio", out["uda_mask_ratio"])
     return self._finish_step()
+
+
+def phases(builder) -> List[Phase]:
+  """The UDA baseline: one network on the two-view training stream with the run's UDA settings, then finetuning."""
+  model = builder.make(UDAModel, builder.network(2), uda=builder.uda())
+  model.compile(optimizer=builder.optimizer("student", builder.steps))
+  return [Phase("train", lambda _: model, "train", builder.steps, scores="all", main=True), *finetune(builder)]
+
+
+METHOD = Method("uda", phases)

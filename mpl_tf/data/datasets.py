@@ -1,14 +1,7 @@
 """`build_dataset(name, ...)`: the paper's benchmarks and offline / bring-your-own data behind one interface.
 
-| name | source | labeled | unlabeled | validation | test |
-| --- | --- | --- | --- | --- | --- |
-| svhn_1k | TFDS svhn_cropped | 1,000 of train (100 a class) | rest of train + extra (603k) | none | test (26k) |
-| cifar10_4k | TFDS cifar10 | 4,000 of train (400 a class) | 41,000 | 5,000 of train | test (10k) |
-| imagenet_10pct | TFDS imagenet2012 | 10% of each class (~128k) | all 1.28M train images | none | val. (50k) |
-| digits | scikit-learn, offline | 50 (5 a class) | the rest (1,247) | none | 500 held out (50 a class) |
-| two_moons | `two_moons.py` | 6 (3 a moon) | the other 1,994 | none | all 2,000 points |
-| folder | `path/<class>/*.png` | all not held out | + `unlabeled_path` | none | `test_path`, else 20% held out |
-| npz | x_train, y_train, x_test, y_test, [x_unlabeled] | all of x_train | + x_unlabeled | none | x_test |
+The datasets, their sources and their default splits are the table in README.md ("Datasets"): the one copy,
+kept beside the commands that use them; `SPECS` below is the code of each row.
 
 Counts are ints (totals, split equally over the classes) or floats (a fraction of every class); see
 `splits.py`. The split is named reproducibly (`cifar10_4k.seed3`, `cifar10_4k@250.seed3`) and fingerprinted.
@@ -19,7 +12,6 @@ import dataclasses
 import logging
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-import gin
 import numpy as np
 import tensorflow as tf
 
@@ -169,7 +161,6 @@ def _augment_config(spec: DatasetSpec, source: sources.Source, channels: int, op
   return config
 
 
-@gin.configurable
 def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0, batch_size: int = 64,
                   uda_ratio: int = 1, two_views: bool = True, unlabeled_view: str = "strong",
                   eval_batch_size: int = 256, labeled_batch_size: Optional[int] = None,

@@ -66,6 +66,10 @@ def train_dataset(labeled: tf.data.Dataset, unlabeled: tf.data.Dataset, *, batch
                   unlabeled_view: str = "strong") -> tf.data.Dataset:
   """The infinite MPL training dataset.
 
+  Elements may carry more per-example tensors than the image (labeled `(example, label, *extra)`, unlabeled
+  `(example, *extra)`): they are batched with their image and passed through untouched, e.g. a big teacher's
+  stored prediction of it (`mpl_tf.data.stored_predictions`).
+
   Args:
     labeled: infinite, shuffled `(example, label)` stream.
     unlabeled: infinite, shuffled `example` stream.
@@ -87,8 +91,8 @@ def train_dataset(labeled: tf.data.Dataset, unlabeled: tf.data.Dataset, *, batch
       return views.finish(weak), views.finish(views.strong(weak))
     return views.finish(views.strong(weak) if unlabeled_view == "strong" else weak)
 
-  unl = unlabeled.map(prepare, num_parallel_calls=AUTOTUNE).batch(unlabeled_batch_size, drop_remainder=True)
-  unl = unl.map(unlabeled_views, num_parallel_calls=AUTOTUNE)
+  unl = unlabeled.map(_on_image(prepare), num_parallel_calls=AUTOTUNE)
+  unl = unl.batch(unlabeled_batch_size, drop_remainder=True).map(_on_image(unlabeled_views), num_parallel_calls=AUTOTUNE)
   return tf.data.Dataset.zip((lab, unl)).prefetch(AUTOTUNE)
 
 
@@ -96,10 +100,17 @@ def labeled_dataset(labeled: tf.data.Dataset, *, batch_size: int, views: Views, 
                     prefetch: bool = True) -> tf.data.Dataset:
   """Infinite `(x, y)` batches of the labeled stream in the weak view (x float32 [0, 1], y int32)."""
   _check_positive(batch_size=batch_size)
-  ds = labeled.map(lambda x, y: (prepare(x), tf.cast(y, tf.int32)), num_parallel_calls=AUTOTUNE)
+  ds = labeled.map(lambda x, y, *extra: (prepare(x), tf.cast(y, tf.int32), *extra), num_parallel_calls=AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=True)
-  ds = ds.map(lambda x, y: (views.finish(views.weak(x)), y), num_parallel_calls=AUTOTUNE)
+  ds = ds.map(lambda x, y, *extra: (views.finish(views.weak(x)), y, *extra), num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE) if prefetch else ds
+
+
+def _on_image(fn: Callable) -> Callable:
+  """`fn` applied to an element's image, other components (`train_dataset`'s extras) passed through."""
+  def apply(x, *extra):
+    return (fn(x), *extra) if extra else fn(x)
+  return apply
 
 
 def eval_dataset(examples: Optional[tf.data.Dataset], *, batch_size: int, finish: Callable[[tf.Tensor], tf.Tensor],

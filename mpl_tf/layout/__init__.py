@@ -37,7 +37,7 @@ Limits of tf-keras + DTensor (TF 2.21) met here, each with what this module does
     checkpoint of its own (`save_position` / `restore_position`);
   - `get_weights()` fails on sharded variables, `export()` of a DTensor model serves wrong outputs, and a
     partial last batch cannot be split over a mesh -> `get_weights` gathers, export and evaluation use
-    single-device copies (`single_device_copy`, `evaluate_off_mesh`).
+    single-device copies (`single_device_copy`; `SemiSupervisedModel.evaluate`).
 """
 import os
 
@@ -50,10 +50,10 @@ os.environ.setdefault("DTENSOR_ENABLE_COMBINE_ALL_REDUCES_OPTIMIZATION", "0")
 # pylint: disable=wrong-import-position
 from mpl_tf.layout.inputs import (POSITION_SUFFIX, MeshIterator, checkpointable_iterator, iterator, pseudo_labels,
                                   restore_position, sample_categorical, save_position)
-from mpl_tf.layout.mesh import (BATCH, MODEL, SUPPORTED_METHODS, UNSHARDED, Layout, Mesh, activate, active_mesh,
-                                batch_sharded, check_method, create_mesh, initialize, is_chief, mesh_from_config,
+from mpl_tf.layout.mesh import (BATCH, MODEL, UNSHARDED, Layout, Mesh, activate, active_mesh,
+                                batch_sharded, create_mesh, initialize, is_chief, mesh_from_config,
                                 mesh_of, replicated)
-from mpl_tf.layout.networks import (clone_network, evaluate_off_mesh, get_weights, is_dtensor, make_optimizer,
+from mpl_tf.layout.networks import (clone_network, get_weights, is_dtensor, make_optimizer,
                                     metric_kwargs, network_options, place_model, place_network, set_weights,
                                     single_device_copy, split, to_host, to_mesh, variable)
 from mpl_tf.layout.plan import (FAMILY_NOTES, GatheredConv2D, GatheredDense, Placement, describe, layout_map,

@@ -2,7 +2,6 @@
 import os
 from typing import Dict, Optional
 
-import gin
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
@@ -17,10 +16,9 @@ _DEVICE_TYPES = ("CPU", "GPU", "TPU")
 
 
 # --- meshes --------------------------------------------------------------------------------------------------
-@gin.configurable
 def mesh_from_config(batch: int = 1, model: int = 1, device_type: Optional[str] = None, virtual_devices: int = 0,
                      dtensor_on_one_device: bool = False) -> Optional[Mesh]:
-  """The run's mesh from gin (`gin/layouts/*.gin`), or None for the plain single-device path.
+  """The run's mesh (gin: `mesh_from_config.*`, `gin/layouts/*.gin`), or None for the plain single-device path.
 
   Args:
     batch: size of the `batch` (data-parallel) dimension; -1: every device not used by `model`.
@@ -128,16 +126,6 @@ def activate(mesh: Optional[Mesh]) -> Optional[Mesh]:
 def active_mesh() -> Optional[Mesh]:
   """The mesh of the current run (see `activate`), None on a single device."""
   return _ACTIVE["mesh"]
-
-
-SUPPORTED_METHODS = ("mpl", "uda", "supervised", "pseudo_labels")
-
-
-def check_method(method: str, mesh: Optional[Mesh]) -> None:
-  """Raises for a method whose models this module does not place on a mesh."""
-  if mesh is not None and method not in SUPPORTED_METHODS:
-    raise NotImplementedError(f"run.method = {method!r} does not run on a DTensor mesh yet (supported: "
-                              f"{', '.join(SUPPORTED_METHODS)}); use gin/layouts/single_device.gin")
 
 
 def mesh_of(obj) -> Optional[Mesh]:

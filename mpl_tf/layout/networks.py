@@ -94,27 +94,6 @@ def single_device_copy(network: keras.Model, dtype: Optional[str] = None) -> ker
   return copy
 
 
-def evaluate_off_mesh(model: keras.Model, *args, **kwargs):
-  """`model.evaluate(*args, **kwargs)` of a method model on a mesh, run on single-device copies.
-
-  Evaluation data have a partial last batch, which a batch-sharded mesh cannot take; evaluating copies of the
-  evaluated student (and the teacher) on one device scores every example, with the same weights.
-  """
-  from mpl_tf.algorithms.base import SemiSupervisedModel  # pylint: disable=import-outside-toplevel
-
-  teacher = model.teacher_for_eval
-
-  class _Evaluator(SemiSupervisedModel):
-    @property
-    def teacher_for_eval(self):
-      return self._teacher
-
-  evaluator = _Evaluator(single_device_copy(model.eval_student))
-  evaluator._teacher = None if teacher is None else single_device_copy(teacher)  # pylint: disable=protected-access
-  evaluator.compile()
-  return evaluator.evaluate(*args, **kwargs)
-
-
 def clone_network(network: keras.Model) -> keras.Model:
   """A copy of `network` with the same weights and the same placement (the EMA student).
 
