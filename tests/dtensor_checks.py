@@ -77,9 +77,10 @@ def steps_data(shape, steps, seed=0, reorder=False):
 def mpl_model(mesh, name="mlp", **options):
   """A compiled MetaPseudoLabelsModel (UDA teacher, EMA, momentum, baseline) with its networks on `mesh`."""
   from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel  # pylint: disable=import-outside-toplevel
+  from mpl_tf.algorithms.uda import UDASettings  # pylint: disable=import-outside-toplevel
   from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
   teacher, student, shape = networks(name)
-  options = dict(dict(pseudo_labels="argmax", uda_weight=1.0, ema_decay=0.9, seed=3), **options)
+  options = dict(dict(pseudo_labels="argmax", uda=UDASettings(weight=1.0), ema_decay=0.9, seed=3), **options)
   model = MetaPseudoLabelsModel(teacher=layout.place_network(teacher, mesh),
                                 student=layout.place_network(student, mesh), **options)
   def sgd():

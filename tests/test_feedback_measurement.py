@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from mpl_tf import MetaPseudoLabelsModel
-from mpl_tf import losses
+from mpl_tf import losses, schedules
+from mpl_tf.algorithms.uda import UDASettings
 from mpl_tf.keras import keras
 from tests.conftest import tiny_batch, tiny_mlp
 
@@ -31,9 +32,11 @@ MODES = [(f, bn) for f in ("label_effect", "loss_difference", "dot_product") for
 @pytest.mark.parametrize("feedback, batch_norm", MODES)
 def test_h_is_exactly_zero_while_the_student_waits_in_every_mode(feedback, batch_norm):
   x_l, y_l, x_u = tiny_batch(n_l=8, n_u=16)
-  model = MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=noisy_student(), student_wait_steps=2,
+  model = MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=noisy_student(),
                                 feedback=feedback, feedback_batch_norm=batch_norm)
-  model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=sgd(0.5))
+  # The wait is the student's schedule's: rate 0 for 2 steps (mpl.student_wait_steps in a run).
+  model.compile(teacher_optimizer=keras.optimizers.SGD(0.1),
+                student_optimizer=sgd(schedules.Delayed(0.5, 2)))
   step = tf.function(model.train_step)
   trainable = [v.numpy() for v in model.student.trainable_variables]
   bn_stats = [v.numpy() for v in model.student.non_trainable_variables]
@@ -110,7 +113,7 @@ def test_the_label_is_scored_on_the_view_it_was_drawn_from_and_the_student_train
   u_strong = tiny_batch(seed=9, n_u=4)[2]
   teacher, reference = tiny_mlp(1), tiny_mlp(1)
   model = MetaPseudoLabelsModel(teacher=teacher, student=tiny_mlp(2), teacher_supervised_weight=0.0,
-                                baseline_decay=0.0, uda_weight=uda_weight, student_view=student_view,
+                                baseline_decay=0.0, uda=UDASettings(weight=uda_weight), student_view=student_view,
                                 pseudo_label_view=label_view, pseudo_labels="argmax")
   model.compile(teacher_optimizer=keras.optimizers.SGD(1.0), student_optimizer=keras.optimizers.SGD(0.5))
   views = {"strong": u_strong, "weak": u_weak}

@@ -95,12 +95,13 @@ def test_only_dtensor_client_zero_writes_the_run_files(monkeypatch):
   assert layout.is_chief()
 
 
-def test_a_method_that_cannot_run_on_a_mesh_is_refused_by_name():
-  layout.check_method("reduced_mpl", None)  # no mesh: every method runs
-  for method in layout.SUPPORTED_METHODS:
-    layout.check_method(method, object())  # any mesh
+def test_a_method_that_cannot_run_on_a_mesh_is_refused_by_name(monkeypatch, tmp_path):
+  from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
+  assert {name for name, m in experiment.METHODS.items() if not m.supports_mesh} == {"reduced_mpl"}
+  monkeypatch.setattr(experiment, "mesh_from_config", object)  # any mesh; refused before anything is built
   with pytest.raises(NotImplementedError, match="reduced_mpl.*single_device.gin"):
-    layout.check_method("reduced_mpl", object())
+    experiment.run(str(tmp_path), method="reduced_mpl", steps=1)
+  assert not os.listdir(tmp_path)
 
 
 def test_every_family_has_a_note_on_what_is_sharded():

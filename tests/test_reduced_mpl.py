@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from mpl_tf import losses
-from mpl_tf.algorithms.reduced_mpl import (DatasetInputs, ReducedMetaPseudoLabelsModel, StoredPredictions,
-                                           build_reduced_teacher, stored_prediction_dataset)
+from mpl_tf.algorithms.reduced_mpl import ReducedMetaPseudoLabelsModel, build_reduced_teacher
+from mpl_tf.data.stored_predictions import DatasetInputs, StoredPredictions, stored_prediction_dataset
 from mpl_tf.keras import keras
 from tests.conftest import tiny_batch, tiny_mlp
 from tests.test_mpl_gradients import ETA, finite_difference_gradient, flat, one_step_labeled_loss
@@ -181,7 +181,7 @@ def test_big_teacher_is_freed_before_the_student_is_built(tmp_path, monkeypatch)
        "big_teacher/optimizer.warmup_steps = 0", "teacher/optimizer.warmup_steps = 0",
        "student/optimizer.warmup_steps = 0", "build_dataset.eval_batch_size = 500"])
   try:
-    metrics = experiment.run(str(tmp_path))
+    metrics = experiment.run(str(tmp_path)).metrics
   finally:
     gin.clear_config()
   assert checks["teacher"] == (1, 0), "only the big teacher's network exists while it trains"

@@ -9,7 +9,7 @@ from mpl_tf import MetaPseudoLabelsModel
 from mpl_tf import losses
 from mpl_tf.algorithms.pseudo_labels import PseudoLabelsModel
 from mpl_tf.algorithms.supervised import SupervisedModel
-from mpl_tf.algorithms.uda import UDAModel
+from mpl_tf.algorithms.uda import UDAModel, UDASettings
 from mpl_tf.data import build_dataset
 from mpl_tf.keras import keras
 from mpl_tf.models.mlp import build_mlp
@@ -27,7 +27,7 @@ def train_mpl(seed, steps=60, **options):
   data = moons(strong_noise=0.2)
   model = MetaPseudoLabelsModel(teacher=build_mlp(2, (2,), hidden=(16,), activation="relu"),
                                 student=build_mlp(2, (2,), hidden=(16,), activation="relu"),
-                                uda_weight=1.0, ema_decay=0.9, seed=seed, **options)
+                                uda=UDASettings(weight=1.0), ema_decay=0.9, seed=seed, **options)
   model.compile(teacher_optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                 student_optimizer=keras.optimizers.SGD(0.1, momentum=0.9), steps_per_execution=10)
   model.fit(data.train, steps_per_epoch=steps, epochs=1, verbose=0)
@@ -53,7 +53,7 @@ def test_each_method_trains_with_fit_and_reports_namespaced_metrics():
   history = supervised.fit(data.labeled, steps_per_epoch=50, epochs=2, verbose=0).history
   assert history["student/loss"][1] < history["student/loss"][0]
 
-  uda = UDAModel(build_mlp(2, (2,)), uda_weight=1.0, uda_threshold=0.0)
+  uda = UDAModel(build_mlp(2, (2,)), uda=UDASettings(weight=1.0, threshold=0.0))
   uda.compile(optimizer=keras.optimizers.SGD(0.5))
   assert {"uda/loss", "uda/mask_ratio"} <= set(uda.fit(data.train, steps_per_epoch=5, verbose=0).history)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mpl_tf import experiment
 from mpl_tf.data import augment, build_dataset, known_datasets
 
 
@@ -99,7 +100,7 @@ def test_gin_binds_the_builder():
     gin.parse_config(["build_dataset.name = 'digits'", "build_dataset.num_labeled = 100",
                       "build_dataset.seed = 3", "build_dataset.augment_num_ops = 1"])
   try:
-    data = build_dataset()  # pylint: disable=no-value-for-parameter
+    data = experiment.build_dataset()  # pylint: disable=no-value-for-parameter  # registered for gin there
     assert data.split_name == "digits@100.seed3" and data.num_labeled == 100
     assert next(iter(data.train))[0][0].shape == (64, 8, 8, 1)
   finally:
