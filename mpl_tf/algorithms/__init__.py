@@ -1,1 +1,2 @@
-"""One file per method; all share `base.SemiSupervisedModel` and train with Keras `fit`."""
+"""One file per method: its model class, its `phases` and its `METHOD` (`phases.py` says what those are). Every
+model is a `base.SemiSupervisedModel` and trains with Keras `fit`."""

@@ -88,6 +88,8 @@ class TfdsSource(Source):
                        shuffle_files=shuffle_seed is not None, read_config=read_config,
                        decoders={"image": tfds.decode.SkipDecoding()})
     except AssertionError as e:  # what tfds.load raises when the data is missing and download=False
+      # Load first, explain after: under `tfds.testing.mock_data` `tfds.load(download=False)` works while
+      # `is_prepared()` is False, so asking `is_prepared()` first would refuse the mock data the tests use.
       if not self._builder.is_prepared():
         raise _not_prepared(self.name, self._data_dir) from e
       raise
