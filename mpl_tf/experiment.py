@@ -27,6 +27,7 @@ import gin
 import tensorflow as tf
 
 from mpl_tf import layout, trainer
+from mpl_tf import workdir as workdir_lib
 from mpl_tf.algorithms import mpl, pseudo_labels, reduced_mpl, supervised, uda
 from mpl_tf.algorithms.uda import UDASettings
 from mpl_tf.data import stored_predictions
@@ -254,6 +255,12 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
       json.dump(metrics, f, indent=2, sort_keys=True)
   _write_config(workdir)
   return RunResult(metrics=metrics, model=main, student=student)
+
+
+def prepare_workdir(workdir: str, overwrite: bool = False, allow_change: bool = False):
+  """`mpl_tf.workdir.prepare` for the parsed gin configuration: refuses to resume another configuration's run
+  (raises `workdir.ConfigChanged` before anything is touched); returns the differences accepted."""
+  return workdir_lib.prepare(workdir, gin.config_str(), overwrite=overwrite, allow_change=allow_change)
 
 
 def main_model(method: str, data, seed: int, steps: int, workdir: Optional[str] = None) -> keras.Model:

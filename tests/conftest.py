@@ -15,16 +15,16 @@ from mpl_tf.keras import keras  # pylint: disable=wrong-import-position
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def command(workdir, gin_files, bindings=()):
-  """`python -m mpl_tf.train` with these gin files and bindings, as an argument list."""
-  cmd = [sys.executable, "-m", "mpl_tf.train", f"--workdir={workdir}"]
+def command(workdir, gin_files, bindings=(), flags=()):
+  """`python -m mpl_tf.train` with these gin files, bindings and extra flags, as an argument list."""
+  cmd = [sys.executable, "-m", "mpl_tf.train", f"--workdir={workdir}", *flags]
   cmd += [f"--gin_file={f}" for f in gin_files] + [f"--gin_bindings={b}" for b in bindings]
   return cmd
 
 
-def train(workdir, gin_files, *bindings, timeout=600):
+def train(workdir, gin_files, *bindings, flags=(), timeout=600):
   """Runs the training command line from the project root; returns the finished process (never raises on failure)."""
-  return subprocess.run(command(workdir, gin_files, bindings), cwd=ROOT, capture_output=True, text=True,
+  return subprocess.run(command(workdir, gin_files, bindings, flags), cwd=ROOT, capture_output=True, text=True,
                         timeout=timeout, check=False)
 
 

@@ -166,7 +166,7 @@ def test_a_nan_loss_stops_the_run_naming_step_and_metric_and_keeps_the_last_good
   # noise of 1e38 on the strong view overflows the inputs: the teacher's logits are NaN from the second leg's
   # first step (the data is not in the checkpoint, so the resumed run takes the new binding)
   proc = train(tmp_path, RESUME, *RESUME_BINDINGS, *uda, "run.steps = 400",
-               "build_dataset.noise_stddev = 1e38")
+               "build_dataset.noise_stddev = 1e38", flags=("--allow_config_change",))
   assert proc.returncode != 0
   assert "non-finite values in the steps after 100" in proc.stderr
   assert "MPL teacher logits on the unlabeled batch" in proc.stderr

@@ -1,0 +1,101 @@
+"""Work-directory safety: a run resumes only the run its work directory holds, never a differently configured one.
+
+Re-running a command in its work directory resumes it (every phase checkpoints). Re-running it with other
+settings used to resume too: the old checkpoints were restored under the new configuration, so `run.method =
+'uda'` in an MPL run's directory reported the MPL student as UDA's, and a raised `run.steps` reported and
+exported the old, finished student. So the first run of a directory records its configuration (`config.gin`, the
+gin bindings as parsed), and a later run in it must have the same, apart from `MAY_CHANGE` (what only changes how
+a run is watched or saved). Otherwise it stops before touching anything, naming each binding that differs.
+
+Raising `run.steps` is refused like any other change: the learning-rate schedules span `run.steps`, so a
+"longer" resumed run would not be the run the new configuration describes. The ways out are a new work directory,
+`--overwrite` (delete this one's run and start afresh) or, knowingly, `--allow_config_change` (resume under the
+new configuration, e.g. to add a phase after a finished one; the new configuration is recorded).
+"""
+import os
+import shutil
+from typing import Dict, List, Sequence
+
+CONFIG_FILE = "config.gin"
+# Bindings that may differ between the runs of one directory: they change what is shown, saved or exported,
+# never what is trained.
+MAY_CHANGE = ("run.verbose", "run.export", "run.summary_every", "run.checkpoint_every", "run.eval_every")
+# What training leaves in a directory: a run exists once one of these does (a start that failed before training,
+# e.g. on a bad binding, leaves only the configuration files and does not bind the directory).
+RUN_OUTPUTS = ("checkpoints", "summaries", "export", "predictions", "metrics.json")
+# What `--overwrite` deletes, and nothing else.
+RUN_FILES = RUN_OUTPUTS + ("operative_config.gin", "augmentation.json", CONFIG_FILE)
+
+
+class ConfigChanged(ValueError):
+  """The work directory holds a run of another configuration; raised before anything is written."""
+
+
+def bindings(config_text: str) -> Dict[str, str]:
+  """`{'scope/configurable.param': 'value'}` (and macros) of gin's `config_str()`; comments dropped, values that
+  gin wraps over several lines joined."""
+  out: Dict[str, str] = {}
+  key = None
+  for line in config_text.splitlines():
+    if not line.strip() or line.lstrip().startswith("#"):
+      continue
+    if line[0].isspace() and key is not None:
+      out[key] += " " + line.strip()
+      continue
+    key, _, value = line.partition(" = ")
+    key = key.strip()
+    out[key] = value.strip()
+  return out
+
+
+def differences(recorded: Dict[str, str], new: Dict[str, str], may_change: Sequence[str] = MAY_CHANGE) -> List[str]:
+  """One line per binding that differs, as 'key: recorded -> new' ('(unset)' where a side lacks it)."""
+  lines = []
+  for key in sorted(set(recorded) | set(new)):
+    if key in may_change or recorded.get(key) == new.get(key):
+      continue
+    lines.append(f"{key}: {recorded.get(key, '(unset)')} -> {new.get(key, '(unset)')}")
+  return lines
+
+
+def has_run(workdir: str) -> bool:
+  """Whether `workdir` holds what training writes (`RUN_OUTPUTS`)."""
+  return any(os.path.exists(os.path.join(workdir, name)) for name in RUN_OUTPUTS)
+
+
+def prepare(workdir: str, config_text: str, *, overwrite: bool = False, allow_change: bool = False) -> List[str]:
+  """Makes `workdir` ready for a run of `config_text` (gin's `config_str()`); returns the differences accepted.
+
+  A fresh directory gets `config.gin`. A directory holding a run of the same configuration (up to `MAY_CHANGE`)
+  resumes. Otherwise: `overwrite` deletes the previous run's files first; `allow_change` resumes anyway and
+  records the new configuration; neither raises `ConfigChanged` naming the differing bindings, with nothing
+  touched. A directory with a run but no recorded configuration (written before mpl_tf recorded one) counts as
+  different.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if overwrite:
+    for name in RUN_FILES:
+      target = os.path.join(workdir, name)
+      if os.path.isdir(target):
+        shutil.rmtree(target)
+      elif os.path.exists(target):
+        os.remove(target)
+  changed: List[str] = []
+  if has_run(workdir):
+    if os.path.exists(path):
+      with open(path) as f:
+        changed = differences(bindings(f.read()), bindings(config_text))
+    else:
+      changed = [f"(no {CONFIG_FILE}: the run in it was made before mpl_tf recorded configurations)"]
+    if changed and not allow_change:
+      raise ConfigChanged(
+          f"{workdir} holds a run of another configuration; not resuming it. Differences (recorded -> now):\n  "
+          + "\n  ".join(changed) + "\nUse a new --workdir, or --overwrite to delete that run and start afresh "
+          "(or --allow_config_change to resume it under the new configuration on purpose).")
+  os.makedirs(workdir, exist_ok=True)
+  if changed or not has_run(workdir) or not os.path.exists(path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.write(config_text)
+    os.replace(tmp, path)
+  return changed

@@ -1,0 +1,94 @@
+"""A work directory resumes only its own run: a changed configuration stops before anything is touched.
+
+Unit tests of `mpl_tf.workdir` on gin text, then the two cases that used to go wrong silently, through the
+command line: another method in an MPL run's directory, and a raised `run.steps`.
+"""
+import json
+import os
+
+import pytest
+
+from mpl_tf import workdir as workdir_lib
+from tests.conftest import train
+
+CONFIG = """# Macros:
+STEPS = 100
+
+# Parameters for run:
+run.method = 'mpl'
+run.steps = %STEPS
+run.verbose = 1
+build_dataset.augment_ops = \\
+    ['AutoContrast', 'Brightness',
+     'Contrast']
+"""
+
+
+def test_bindings_parses_gin_text_with_wrapped_values():
+  parsed = workdir_lib.bindings(CONFIG)
+  assert parsed == {"STEPS": "100", "run.method": "'mpl'", "run.steps": "%STEPS", "run.verbose": "1",
+                    "build_dataset.augment_ops": "\\ ['AutoContrast', 'Brightness', 'Contrast']"}
+
+
+def test_differences_name_each_binding_and_ignore_what_only_changes_watching():
+  old = workdir_lib.bindings(CONFIG)
+  new = dict(old, **{"run.method": "'uda'", "run.verbose": "0", "STEPS": "200", "uda.weight": "8.0"})
+  del new["build_dataset.augment_ops"]
+  assert workdir_lib.differences(old, new) == [
+      "STEPS: 100 -> 200", "build_dataset.augment_ops: \\ ['AutoContrast', 'Brightness', 'Contrast'] -> (unset)",
+      "run.method: 'mpl' -> 'uda'", "uda.weight: (unset) -> 8.0"]
+  assert workdir_lib.differences(old, dict(old, **{"run.verbose": "0", "run.export": "False"})) == []
+
+
+def test_prepare_records_resumes_refuses_untouched_overwrites_and_allows_on_request(tmp_path):
+  work = str(tmp_path / "run")
+  assert workdir_lib.prepare(work, CONFIG) == []
+  recorded = (tmp_path / "run" / "config.gin").read_text()
+  assert recorded == CONFIG
+  os.makedirs(tmp_path / "run" / "checkpoints" / "mpl")
+  (tmp_path / "run" / "metrics.json").write_text("{}")
+  assert workdir_lib.prepare(work, CONFIG.replace("run.verbose = 1", "run.verbose = 0")) == []  # resumes
+  changed = CONFIG.replace("STEPS = 100", "STEPS = 300")
+  before = sorted(p.name for p in (tmp_path / "run").iterdir())
+  with pytest.raises(workdir_lib.ConfigChanged, match=r"STEPS: 100 -> 300[\s\S]*--overwrite"):
+    workdir_lib.prepare(work, changed)
+  assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+  assert (tmp_path / "run" / "config.gin").read_text() == CONFIG
+  assert workdir_lib.prepare(work, changed, allow_change=True) == ["STEPS: 100 -> 300"]
+  assert (tmp_path / "run" / "config.gin").read_text() == changed
+  (tmp_path / "run" / "notes.txt").write_text("mine")
+  assert workdir_lib.prepare(work, CONFIG, overwrite=True) == []
+  assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.gin", "notes.txt"]
+
+
+def test_a_start_that_trained_nothing_does_not_bind_the_directory(tmp_path):
+  workdir_lib.prepare(str(tmp_path), CONFIG)  # then, say, the run stopped on a bad binding
+  fixed = CONFIG.replace("'mpl'", "'uda'")
+  assert workdir_lib.prepare(str(tmp_path), fixed) == []
+  assert (tmp_path / "config.gin").read_text() == fixed
+
+
+def test_a_run_without_a_recorded_configuration_is_not_resumed_blindly(tmp_path):
+  os.makedirs(tmp_path / "checkpoints" / "mpl")
+  with pytest.raises(workdir_lib.ConfigChanged, match="no config.gin"):
+    workdir_lib.prepare(str(tmp_path), CONFIG)
+
+
+SHORT = ("run.steps = 300", "run.steps_per_execution = 100", "run.summary_every = 100", "run.export = False")
+
+
+def test_the_command_line_refuses_another_method_or_more_steps_in_a_finished_run(tmp_path):
+  first = train(tmp_path, ["gin/two_moons.gin"], *SHORT)
+  assert first.returncode == 0, first.stderr[-2000:]
+  metrics = (tmp_path / "metrics.json").read_text()
+  for change, named in (("run.method = 'uda'", "run.method: 'mpl' -> 'uda'"),
+                        ("run.steps = 600", "run.steps: 300 -> 600")):
+    proc = train(tmp_path, ["gin/two_moons.gin"], *SHORT, change)
+    assert proc.returncode != 0
+    assert named in proc.stderr and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "metrics.json").read_text() == metrics
+  same = train(tmp_path, ["gin/two_moons.gin"], *SHORT, "run.verbose = 0")  # resumes: nothing left to train
+  assert same.returncode == 0 and json.loads(same.stdout) == json.loads(metrics)
+  fresh = train(tmp_path, ["gin/two_moons.gin"], *SHORT, "run.steps = 600", flags=("--overwrite",))
+  assert fresh.returncode == 0, fresh.stderr[-2000:]
+  assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 600
