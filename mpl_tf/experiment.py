@@ -58,8 +58,12 @@ mesh_from_config = gin.external_configurable(layout.mesh_from_config, "mesh_from
 
 def parse_gin(files, bindings) -> None:
   """Parses gin, turning gin's errors into one clear message that names the binding or file at fault."""
-  # Includes are written from the project root ('gin/data/digits.gin'), so they resolve from any directory.
-  gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  # gin files and their includes are named from the project root ('gin/data/digits.gin'): after the current
+  # directory, gin looks in the installed package (which ships them as mpl_tf/gin) and in the clone's root.
+  package = os.path.dirname(os.path.abspath(__file__))
+  for prefix in (package, os.path.dirname(package)):
+    if prefix not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+      gin.add_config_file_search_path(prefix)
   try:
     gin.parse_config_files_and_bindings(files, bindings)
   except (ValueError, KeyError, IOError, SyntaxError) as e:

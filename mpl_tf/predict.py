@@ -56,5 +56,10 @@ def main(argv):
   sys.stdout.flush()
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`mpl-predict`, pyproject.toml)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

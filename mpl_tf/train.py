@@ -47,5 +47,10 @@ def main(argv):
   sys.stdout.flush()
 
 
-if __name__ == "__main__":
+def run():
+  """Console-script entry point (`mpl-train`, pyproject.toml)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()
