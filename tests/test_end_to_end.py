@@ -191,8 +191,8 @@ def test_mixed_precision_runs_end_to_end_with_float32_losses_and_export(tmp_path
 
 
 def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
-  # gin/own_data.gin as a user runs it (weak-view student, soft targets, held-out curves, the distill phase),
-  # a few steps a phase.
+  # gin/own_data.gin as a user runs it (weak-view student, soft targets, held-out curves, the distill phase on the
+  # strong view), a few steps a phase.
   import standins  # pylint: disable=import-outside-toplevel
   path = standins.build("digits_npz", str(tmp_path), seed=0)
   workdir = tmp_path / "run"
