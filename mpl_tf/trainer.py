@@ -31,15 +31,16 @@ def _to_float(logs) -> Dict[str, float]:
 
 def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, phase: str, steps: int,
                 steps_per_execution: int = 1, checkpoint_every: int = 1000, summary_every: int = 100,
-                eval_dataset: Optional[tf.data.Dataset] = None, eval_every: int = 0, eval_name: str = "eval",
+                eval_datasets: Optional[Dict[str, tf.data.Dataset]] = None, eval_every: int = 0,
                 verbose: int = 1,
                 checkpoint_iterator: bool = True, max_to_keep: int = 2) -> Dict[str, float]:
   """Trains `model` (already compiled) on `dataset` until its `global_step` reaches `steps`.
 
   Writes checkpoints to `workdir/checkpoints/<phase>` every `checkpoint_every` steps and at the end,
   TensorBoard scalars (every metric the train step returns, under its own name such as `mpl/h`, plus
-  `<eval_name>/...` from `eval_dataset` every `eval_every` steps, with `<eval_name>/teacher_minus_student`
-  when the model scores a teacher too: the gap the student must close) to `workdir/summaries/<phase>`, and
+  `<name>/...` for each of `eval_datasets` (e.g. `test`, `validation`) every `eval_every` steps: top-1 and,
+  beyond 5 classes, top-5 accuracy and loss, with `<name>/teacher_minus_student` when the model scores a teacher
+  too: the gap the student must close) to `workdir/summaries/<phase>`, and
   shows a Keras progress bar titled with the phase. Returns the metrics of the last logged window.
   """
   if checkpoint_iterator:
@@ -95,14 +96,8 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
         for name, value in logs.items():
           tf.summary.scalar(name, value)
       model.reset_metrics()
-    if eval_dataset is not None and eval_every and (step % eval_every < n or step == steps):
-      results = model.evaluate(eval_dataset, verbose=0, return_dict=True)
-      if "teacher/accuracy" in results and "student/accuracy" in results:
-        results["teacher_minus_student"] = results["teacher/accuracy"] - results["student/accuracy"]
-      with writer.as_default(step=step):
-        for name, value in results.items():
-          tf.summary.scalar(f"{eval_name}/{name}", value)
-      model.reset_metrics()
+    if eval_datasets and eval_every and (step % eval_every < n or step == steps):
+      _write_evaluation(model, eval_datasets, writer, step)
     if step % checkpoint_every < n or step == steps:
       saved = manager.save(checkpoint_number=step)
       if checkpoint_iterator:
@@ -111,6 +106,20 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
       progress.update(step, values=[(k, v) for k, v in logs.items() if _shown(k)], finalize=step == steps)
   writer.flush()
   return logs
+
+
+def _write_evaluation(model: keras.Model, eval_datasets: Dict[str, tf.data.Dataset], writer, step: int) -> None:
+  """Scores `model` on each held-out set and writes `<set>/<metric>` scalars at `step`."""
+  for eval_name, eval_dataset in eval_datasets.items():
+    if eval_dataset is None:
+      continue
+    results = model.evaluate(eval_dataset, verbose=0, return_dict=True)
+    if "teacher/accuracy" in results and "student/accuracy" in results:
+      results["teacher_minus_student"] = results["teacher/accuracy"] - results["student/accuracy"]
+    with writer.as_default(step=step):
+      for name, value in results.items():
+        tf.summary.scalar(f"{eval_name}/{name}", value)
+  model.reset_metrics()
 
 
 def _shown(name: str) -> bool:

@@ -71,10 +71,11 @@ def gap_curve(workdirs, phase: str = "mpl") -> dict:
   or distill), from the `<split>/teacher_minus_student` scalars the trainer writes every `run.eval_every` steps."""
   per_step = {}
   for workdir in workdirs:
-    for tag, by_step in run_lib.scalars(workdir, phase).items():
-      if tag.endswith("/teacher_minus_student"):
-        for step, value in by_step.items():
-          per_step.setdefault(step, []).append(100 * value)
+    gaps = {tag.split("/")[0]: by_step for tag, by_step in run_lib.scalars(workdir, phase).items()
+            if tag.endswith("/teacher_minus_student")}
+    # The validation split's curve when the run holds one out (the trainer writes test's too), else test's.
+    for step, value in gaps.get("validation", gaps.get("test", {})).items():
+      per_step.setdefault(step, []).append(100 * value)
   return {step: statistics.mean(values) for step, values in sorted(per_step.items())}
 
 

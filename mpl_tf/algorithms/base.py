@@ -15,6 +15,7 @@ from typing import Dict, Optional, Tuple
 import tensorflow as tf
 
 from mpl_tf import layout, losses
+from mpl_tf.evaluation import TOP_K  # top-5 accuracy is reported beyond 5 classes
 from mpl_tf.keras import keras
 
 
@@ -117,17 +118,21 @@ class SemiSupervisedModel(keras.Model):
 
   def test_step(self, data):
     x, y = data[0], data[1]
-    logits = self.eval_student(x, training=False)
-    names = ["student/loss", "student/accuracy"]
-    self._track(names[0], tf.reduce_mean(losses.cross_entropy(y, logits)))
-    self._track_accuracy(names[1], y, logits)
+    names = self._score("student", y, self.eval_student(x, training=False))
     teacher = self.teacher_for_eval
     if teacher is not None:
-      names += ["teacher/loss", "teacher/accuracy"]
-      t_logits = teacher(x, training=False)
-      self._track(names[2], tf.reduce_mean(losses.cross_entropy(y, t_logits)))
-      self._track_accuracy(names[3], y, t_logits)
+      names += self._score("teacher", y, teacher(x, training=False))
     return self._results(names)
+
+  def _score(self, who: str, labels: tf.Tensor, logits: tf.Tensor):
+    """Tracks `<who>/loss`, `<who>/accuracy` and, beyond 5 classes, `<who>/top5_accuracy`; returns the names."""
+    names = [f"{who}/loss", f"{who}/accuracy"]
+    self._track(names[0], tf.reduce_mean(losses.cross_entropy(labels, logits)))
+    self._track_accuracy(names[1], labels, logits)
+    if logits.shape[-1] is not None and logits.shape[-1] > TOP_K:
+      names.append(f"{who}/top{TOP_K}_accuracy")
+      self._track_accuracy(names[2], labels, logits, k=TOP_K)
+    return names
 
   # --- metrics -----------------------------------------------------------------------------------
   @property
@@ -145,10 +150,13 @@ class SemiSupervisedModel(keras.Model):
         self._trackers[name] = keras.metrics.Mean(name=name, **layout.metric_kwargs(self.mesh))
     self._trackers[name].update_state(tf.cast(value, tf.float32))
 
-  def _track_accuracy(self, name: str, labels: tf.Tensor, logits: tf.Tensor) -> None:
+  def _track_accuracy(self, name: str, labels: tf.Tensor, logits: tf.Tensor, k: int = 1) -> None:
+    """Top-1 (k = 1) or top-k accuracy under `name`."""
     if name not in self._trackers:
+      kwargs = dict(name=name, **layout.metric_kwargs(self.mesh))
       with tf.init_scope():
-        self._trackers[name] = keras.metrics.SparseCategoricalAccuracy(name=name, **layout.metric_kwargs(self.mesh))
+        self._trackers[name] = (keras.metrics.SparseCategoricalAccuracy(**kwargs) if k == 1 else
+                                keras.metrics.SparseTopKCategoricalAccuracy(k=k, **kwargs))
     self._trackers[name].update_state(labels, logits)
 
   def _results(self, names=None) -> Dict[str, tf.Tensor]:
