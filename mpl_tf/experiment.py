@@ -18,7 +18,9 @@ Re-running the same command after an interruption skips finished phases and resu
 """
 import contextlib
 import dataclasses
+import difflib
 import gc
+import inspect
 import json
 import os
 from typing import Dict, Optional
@@ -56,19 +58,77 @@ build_dataset = gin.external_configurable(_build_dataset, "build_dataset")
 mesh_from_config = gin.external_configurable(layout.mesh_from_config, "mesh_from_config")
 
 
-def parse_gin(files, bindings) -> None:
-  """Parses gin, turning gin's errors into one clear message that names the binding or file at fault."""
+def parse_gin(files, bindings, recorded: str = "") -> None:
+  """Parses gin, turning gin's errors into one clear message that names the binding or file at fault.
+
+  `recorded`: a configuration as a run recorded it (`config.gin`), parsed before the files and bindings."""
   # gin files and their includes are named from the project root ('gin/data/digits.gin'): after the current
   # directory, gin looks in the installed package (which ships them as mpl_tf/gin) and in the clone's root.
   package = os.path.dirname(os.path.abspath(__file__))
   for prefix in (package, os.path.dirname(package)):
     if prefix not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
       gin.add_config_file_search_path(prefix)
+  for name in files:
+    if not any(os.path.isfile(os.path.join(prefix, name)) for prefix in ("", package, os.path.dirname(package))):
+      raise SystemExit(f"mpl_tf: no gin file {name} (looked in the current directory, the installed package and "
+                       f"the clone); the recipes: {', '.join(_shipped_recipes(package))}")
   try:
+    if recorded:
+      gin.parse_config(recorded)
     gin.parse_config_files_and_bindings(files, bindings)
+    check_bound_parameters()
   except (ValueError, KeyError, IOError, SyntaxError) as e:
     raise SystemExit(f"mpl_tf: bad gin configuration ({', '.join(files) or 'no files'}; bindings "
-                     f"{bindings}): {e}") from e
+                     f"{bindings}): {' '.join(str(e).split())}") from e
+
+
+def _shipped_recipes(package: str):
+  for root in (os.path.join(package, "gin"), os.path.join(os.path.dirname(package), "gin")):
+    if os.path.isdir(root):
+      return [f"gin/{name}" for name in sorted(os.listdir(root)) if name.endswith(".gin")]
+  return []
+
+
+def check_bound_parameters() -> None:
+  """Refuses a binding of a parameter the class does not take (`MetaPseudoLabelsModel.pseudo_label`).
+
+  gin checks the names of a function's parameters when it parses, but lets any name through for a class whose
+  `__init__` takes `**kwargs`, as every Keras model does: the mistake would surface as a long traceback once the
+  data is built. This compares each class binding with the parameters of the `__init__`s the class chains to
+  (up to `keras.Model`, which takes `name`), and names the unknown one, the closest known one and all of them.
+  """
+  from mpl_tf.models import builder  # pylint: disable=import-outside-toplevel
+  config = gin.config._CONFIG  # pylint: disable=protected-access
+  for (scope, selector), params in config.items():
+    configurable = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
+    if configurable is not None and configurable.wrapper is network:
+      options = {**config.get(("", selector), {}), **params}  # a scope inherits the unscoped bindings
+      if "name" in options and not isinstance(options["name"], gin.config.ConfigurableReference):
+        builder.check_options(options.pop("name"), options)
+    if configurable is None or not inspect.isclass(configurable.wrapped):
+      continue
+    known = accepted_parameters(configurable.wrapped)
+    for param in params:
+      if param not in known:
+        where = f"{scope}/{configurable.name}" if scope else configurable.name
+        close = difflib.get_close_matches(param, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"{where} has no parameter '{param}'{hint}; its parameters: {', '.join(sorted(known))}")
+
+
+def accepted_parameters(cls) -> set:
+  """Keyword parameters `cls(...)` accepts, following `**kwargs` up the `__init__` chain to `keras.Model`."""
+  known = set()
+  for klass in cls.__mro__:
+    if klass is keras.Model:
+      return known | {"name"}
+    if "__init__" not in vars(klass):
+      continue
+    parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]
+    known |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+      return known
+  return known
 
 
 @gin.configurable(denylist=["total_steps", "wait_steps"])  # set by the method: a binding would be ignored
@@ -221,12 +281,11 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
                     teacher_steps=teacher_pretrain_steps or steps, workdir=workdir)
   phases = builder.make(spec.phases, builder)
   _write_config(workdir)
-  # Curves on held-out data every `eval_every` steps: the validation split, or the test split when the dataset
-  # holds none out (tagged `test/...`: for watching, e.g. the teacher-student gap, never for choosing).
-  held_out = ("validation", data.validation) if data.validation is not None else ("test", data.test)
+  # Curves every `eval_every` steps on the test split (`test/...`: for watching, e.g. the teacher-student gap,
+  # never for choosing) and on the validation split when the dataset holds one out (`validation/...`).
+  held_out = {"test": data.test, "validation": data.validation}
   common = dict(workdir=workdir, steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every,
-                summary_every=summary_every, verbose=verbose,
-                eval_dataset=held_out[1], eval_every=eval_every, eval_name=held_out[0])
+                summary_every=summary_every, verbose=verbose, eval_datasets=held_out, eval_every=eval_every)
   metrics: Dict = {}
   model = main = None
   for phase in phases:
@@ -261,6 +320,21 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   return RunResult(metrics=metrics, model=main, student=student)
 
 
+def run_settings() -> Dict:
+  """`run`'s method, seed and steps as the parsed gin configuration sets them (its defaults where unbound)."""
+  defaults = {p.name: p.default for p in inspect.signature(run.__wrapped__).parameters.values()}
+  out = {}
+  for name in ("method", "seed", "steps"):
+    try:
+      value = gin.query_parameter(f"run.{name}")
+    except ValueError:
+      value = defaults[name]
+    if isinstance(value, gin.config.ConfigurableReference):  # a macro: %STEPS
+      value = value.scoped_configurable_fn()
+    out[name] = value
+  return out
+
+
 def prepare_workdir(workdir: str, overwrite: bool = False, allow_change: bool = False):
   """`mpl_tf.workdir.prepare` for the parsed gin configuration: refuses to resume another configuration's run
   (raises `workdir.ConfigChanged` before anything is touched); returns the differences accepted."""
@@ -270,9 +344,25 @@ def prepare_workdir(workdir: str, overwrite: bool = False, allow_change: bool = 
 def main_model(method: str, data, seed: int, steps: int, workdir: Optional[str] = None) -> keras.Model:
   """The compiled model of `method`'s main phase, built as `run` builds it, untrained: for tools that drive the
   training themselves (tools/two_moons.py, tools/feedback_snr.py). gin must be parsed."""
-  builder = Builder(data, seed=seed, steps=steps, finetune_steps=0, teacher_steps=steps, workdir=workdir or "")
-  phases = builder.make(METHODS[method].phases, builder)
-  return next(phase for phase in phases if phase.main).model(None)
+  return _main_phase(method, data, seed, steps, workdir or "").model(None)
+
+
+def _main_phase(method: str, data, seed: int, steps: int, workdir: str):
+  builder = Builder(data, seed=seed, steps=steps, finetune_steps=0, teacher_steps=steps, workdir=workdir)
+  return next(phase for phase in builder.make(METHODS[method].phases, builder) if phase.main)
+
+
+def restore_main_model(method: str, data, seed: int, steps: int, workdir: str) -> keras.Model:
+  """`main_model` with the weights its phase left in `workdir` (its latest checkpoint): the MPL model, teacher
+  included, as training ended, for scoring without retraining (`mpl_tf.evaluate`). gin must be parsed."""
+  phase = _main_phase(method, data, seed, steps, workdir)
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints", phase.name))
+  if latest is None:
+    raise FileNotFoundError(f"{workdir}: no checkpoint of the {method} run's '{phase.name}' phase "
+                            f"(checkpoints/{phase.name}); has it trained?")
+  model = phase.model(None)
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  return model
 
 
 def evaluate(model: keras.Model, data, prefix: str) -> Dict[str, float]:

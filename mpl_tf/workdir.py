@@ -89,8 +89,8 @@ def prepare(workdir: str, config_text: str, *, overwrite: bool = False, allow_ch
       changed = [f"(no {CONFIG_FILE}: the run in it was made before mpl_tf recorded configurations)"]
     if changed and not allow_change:
       raise ConfigChanged(
-          f"{workdir} holds a run of another configuration; not resuming it. Differences (recorded -> now):\n  "
-          + "\n  ".join(changed) + "\nUse a new --workdir, or --overwrite to delete that run and start afresh "
+          f"{workdir} holds a run of another configuration; not resuming it. Differences (recorded -> now): "
+          + "; ".join(changed) + ". Use a new --workdir, or --overwrite to delete that run and start afresh "
           "(or --allow_config_change to resume it under the new configuration on purpose).")
   os.makedirs(workdir, exist_ok=True)
   if changed or not has_run(workdir) or not os.path.exists(path):

@@ -88,7 +88,10 @@ def test_the_command_line_refuses_another_method_or_more_steps_in_a_finished_run
     assert named in proc.stderr and "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "metrics.json").read_text() == metrics
   same = train(tmp_path, ["gin/two_moons.gin"], *SHORT, "run.verbose = 0")  # resumes: nothing left to train
-  assert same.returncode == 0 and json.loads(same.stdout) == json.loads(metrics)
+  assert same.returncode == 0, same.stderr[-2000:]
+  printed = same.stdout[:same.stdout.index("\n}") + 2]  # the metrics, then the summary
+  assert json.loads(printed) == json.loads(metrics)
+  assert "finished at step 300" in same.stdout
   fresh = train(tmp_path, ["gin/two_moons.gin"], *SHORT, "run.steps = 600", flags=("--overwrite",))
   assert fresh.returncode == 0, fresh.stderr[-2000:]
   assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 600

@@ -94,6 +94,13 @@ def _check_options(name: str, fn: Callable, num_positional: int, options: Dict) 
                      f"{fn.__module__}.{fn.__name__} accepts {accepted}")
 
 
+def check_options(name: str, options: Dict) -> None:
+  """Raises the ValueError `build_model(name, ..., **options)` would raise for an unknown name or option,
+  without building anything (so a misspelled gin binding fails before the data is built)."""
+  fn, leading, options = _resolve(name, dict(options))
+  _check_options(name, fn, len(leading), options)
+
+
 def build_model(name: str, num_classes: int, input_shape: Sequence[int], **options) -> keras.Model:
   """Builds the functional Keras model `name` returning `num_classes` logits for inputs of `input_shape`.
 

@@ -1,0 +1,161 @@
+"""Every bad input we tried on the command lines, and the one-line message each gives: docs/errors.md.
+
+  python tools/bad_inputs.py --write=docs/errors.md   # run every case, write the table
+  python tools/bad_inputs.py --check=docs/errors.md   # run every case, fail unless each exits non-zero with
+                                                      # one line naming the problem, as the table says
+
+Each case runs the entry point's `main` in-process (one process per command: their absl flags share names), with
+gin cleared in between, in a scratch directory of bad files made by `make_files`. tests/test_errors.py runs
+`--check`, so the table in docs/errors.md is what the commands print today.
+"""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+TWO_MOONS = ["--gin_file=gin/two_moons.gin", "--gin_bindings=run.steps = 20", "--gin_bindings=run.verbose = 0"]
+OWN = ["--gin_file=gin/own_data.gin", "--gin_bindings=run.verbose = 0"]
+# (command, what is wrong, arguments ({tmp}: the scratch directory), a phrase the message must contain)
+CASES = [
+    ("train", "unknown dataset", TWO_MOONS + ["--gin_bindings=build_dataset.name = 'cifar11'"],
+     "unknown dataset 'cifar11'"),
+    ("train", "unknown method", TWO_MOONS + ["--gin_bindings=run.method = 'mlp'"], "unknown method 'mlp'"),
+    ("train", "misspelled gin file", ["--gin_file=gin/digit.gin"], "gin/digit.gin"),
+    ("train", "unknown configurable", TWO_MOONS + ["--gin_bindings=MetaPseudoLabelModel.ema_decay = 0.9"],
+     "MetaPseudoLabelModel"),
+    ("train", "misspelled parameter of a method class",
+     TWO_MOONS + ["--gin_bindings=MetaPseudoLabelsModel.pseudo_label = 'soft'"], "did you mean 'pseudo_labels'"),
+    ("train", "misspelled parameter of a function", TWO_MOONS + ["--gin_bindings=run.no_such_option = 1"],
+     "no_such_option"),
+    ("train", "misspelled network option", TWO_MOONS + ["--gin_bindings=network.widht = 3"], "unknown option(s)"),
+    ("train", "bad value of a choice", TWO_MOONS + ["--gin_bindings=MetaPseudoLabelsModel.pseudo_labels = 'hard'"],
+     "pseudo_labels must be one of"),
+    ("train", "no .npz at the path", OWN + ["--gin_bindings=build_dataset.path = '{tmp}/missing.npz'"],
+     "no .npz file at"),
+    ("train", ".npz without the arrays", OWN + ["--gin_bindings=build_dataset.path = '{tmp}/no_test.npz'"],
+     "missing array(s)"),
+    ("train", "labels out of range", OWN + ["--gin_bindings=build_dataset.path = '{tmp}/negative_label.npz'"],
+     "label"),
+    ("train", "too few labeled examples for the split",
+     ["--gin_file=gin/digits.gin", "--gin_bindings=build_dataset.num_labeled = 5000"], "5000"),
+    ("train", "empty image folder", OWN + ["--gin_bindings=build_dataset.name = 'folder'",
+                                           "--gin_bindings=build_dataset.path = '{tmp}/empty'"], "empty"),
+    ("train", "NaN loss", TWO_MOONS + ["--gin_bindings=build_dataset.two_views = True",
+                                       "--gin_bindings=build_dataset.noise_stddev = 1e38",
+                                       "--gin_bindings=uda.weight = 1.0"], "non-finite"),
+    ("evaluate", "neither --workdir nor --export_dir", [], "give exactly one of"),
+    ("evaluate", "a directory that holds no run", ["--workdir={tmp}/empty"], "holds no run"),
+    ("evaluate", "not an export", ["--export_dir={tmp}/empty"], "SavedModel"),
+    ("predict", "not an export", ["--export_dir={tmp}/empty", "{tmp}/image.png"], "SavedModel"),
+]
+PROGRAMS = {"train": "mpl_tf.train", "evaluate": "mpl_tf.evaluate", "predict": "mpl_tf.predict"}
+
+
+def define_flags():
+  flags.DEFINE_string("write", None, "write the table of cases and messages to this markdown file")
+  flags.DEFINE_string("check", None, "fail unless every case fails with one line and the table in this file "
+                      "matches")
+  flags.DEFINE_string("program", None, "internal: run the cases of one command in this process")
+  flags.DEFINE_string("tmp", None, "internal: the scratch directory of bad files")
+
+
+def make_files(tmp: str) -> None:
+  """The bad files the cases point at."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  os.makedirs(os.path.join(tmp, "empty"), exist_ok=True)
+  images = np.zeros((20, 8, 8), np.uint8)
+  labels = np.arange(20) % 2
+  np.savez(os.path.join(tmp, "no_test.npz"), x_train=images, y_train=labels)
+  np.savez(os.path.join(tmp, "negative_label.npz"), x_train=images, y_train=labels - 1, x_test=images[:4],
+           y_test=labels[:4])
+  with open(os.path.join(tmp, "image.png"), "wb") as f:
+    f.write(b"not a png")
+
+
+def run_cases(program: str, tmp: str) -> None:
+  """Runs one command's cases in this process; prints one JSON line per case."""
+  import gin  # pylint: disable=import-outside-toplevel
+  module = __import__(PROGRAMS[program], fromlist=["main"])
+  for command, what, args, _ in CASES:
+    if command != program:
+      continue
+    argv = [program, f"--workdir={tmp}/run_{len(what)}"] if program == "train" else [program]
+    argv += [a.replace("{tmp}", tmp) for a in args]
+    FLAGS.unparse_flags()
+    gin.clear_config()
+    err = io.StringIO()
+    code, message = 0, ""
+    with contextlib.redirect_stderr(err):
+      try:
+        module.main(FLAGS(argv))
+      except SystemExit as e:
+        code, message = (1, e.code) if isinstance(e.code, str) else (e.code, "")
+    message = (message or err.getvalue()).strip().replace(tmp, "DIR")
+    print(json.dumps({"command": command, "what": what, "code": code, "message": message}), flush=True)
+
+
+def collect() -> list:
+  """Runs every case (one subprocess per command); returns their results in CASES order."""
+  results = []
+  with tempfile.TemporaryDirectory() as tmp:
+    make_files(tmp)
+    for program in PROGRAMS:
+      proc = subprocess.run([sys.executable, os.path.abspath(__file__), f"--program={program}", f"--tmp={tmp}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+      found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+      if len(found) != sum(c[0] == program for c in CASES):
+        raise SystemExit(f"bad_inputs: the {program} cases stopped early:\n{proc.stderr[-3000:]}")
+      results += found
+  return results
+
+
+def table(results: list) -> str:
+  lines = ["# Bad inputs and their messages", "",
+           "Every failure of `mpl-train` (`python -m mpl_tf.train`), `mpl-evaluate` and `mpl-predict` on a user's "
+           "mistake is one line on stderr and a non-zero exit status (`MPL_TF_TRACEBACK=1` shows the traceback). "
+           "The inputs we tried and what the commands print, generated by `python tools/bad_inputs.py "
+           "--write=docs/errors.md` and checked by tests/test_errors.py (DIR: a scratch directory):", "",
+           "| command | bad input | exit | message |", "| --- | --- | --- | --- |"]
+  for r in results:
+    message = r["message"].replace("|", "\\|")
+    lines.append(f"| {r['command']} | {r['what']} | {r['code']} | {message} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  del argv
+  if FLAGS.program:
+    run_cases(FLAGS.program, FLAGS.tmp)
+    return
+  results = collect()
+  text = table(results)
+  if FLAGS.write:
+    with open(FLAGS.write, "w") as f:
+      f.write(text)
+  problems = []
+  for (command, what, _, phrase), r in zip(CASES, results):
+    if r["code"] in (0, None) or "\n" in r["message"] or phrase not in r["message"]:
+      problems.append(f"{command} / {what}: exit {r['code']}, message {r['message']!r} (expected one line with "
+                      f"{phrase!r})")
+  if FLAGS.check:
+    with open(FLAGS.check) as f:
+      if f.read() != text:
+        problems.append(f"{FLAGS.check} is out of date: run python tools/bad_inputs.py --write={FLAGS.check}")
+  if problems:
+    raise SystemExit("bad_inputs:\n" + "\n".join(problems))
+  print(text if not FLAGS.write else f"wrote {FLAGS.write}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
