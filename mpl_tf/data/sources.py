@@ -11,6 +11,7 @@ labels outside [0, num_classes), images of mixed shapes, empty folders, corrupt 
 """
 import abc
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -212,7 +213,8 @@ def read_image(path: str, image_size: Optional[Tuple[int, int]] = None) -> np.nd
   try:
     image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
   except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError) as e:
-    raise ValueError(f"corrupt or unreadable image file {path}: {e.message.splitlines()[0]}") from None
+    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", e.message.splitlines()[0])
+    raise ValueError(f"corrupt or unreadable image file {path}: {reason}") from None
   if image_size is not None:
     image = resize_image(image, image_size)
   return image.numpy()
