@@ -313,7 +313,8 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   if layout.is_chief():  # several DTensor clients share the workdir: one writes the run's files
     if export:
       from mpl_tf import export as export_lib  # pylint: disable=import-outside-toplevel
-      export_lib.export_student(student, os.path.join(workdir, "export", "student"), data)
+      export_lib.export_student(student, os.path.join(workdir, "export", "student"), data,
+                                config=gin.operative_config_str())
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2, sort_keys=True)
   _write_config(workdir)

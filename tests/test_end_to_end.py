@@ -91,19 +91,26 @@ def test_export_serves_the_live_ema_student_and_refuses_bad_inputs(digits_run):
   del keras
 
 
-def test_predict_prints_a_label_per_image_and_rejects_a_wrong_shape(digits_run, tmp_path):
+def test_predict_prints_a_row_per_image_resizes_and_reports_unreadable_inputs(digits_run, tmp_path):
+  export = f"{digits_run}/export/student"
+  metadata = json.loads((digits_run / "export" / "student" / "assets.extra" / "mpl_tf.json").read_text())
+  assert metadata["dataset"] == "digits" and metadata["split_name"] == "digits.seed0"
+  assert metadata["num_classes"] == 10 and "build_dataset.name = 'digits'" in metadata["config"]
   good = tmp_path / "good.npz"
   np.savez(good, x_test=np.zeros((3, 8, 8, 1), np.uint8))
-  proc = subprocess.run([sys.executable, "-m", "mpl_tf.predict", f"--export_dir={digits_run}/export/student",
-                         str(good)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  bigger = tmp_path / "bigger.npz"  # another size: resized to the export's 8x8
+  np.savez(bigger, x_test=np.zeros((2, 16, 16, 1), np.uint8))
+  proc = subprocess.run([sys.executable, "-m", "mpl_tf.predict", f"--export_dir={export}", str(good), str(bigger)],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  lines = [l for l in proc.stdout.splitlines() if l.startswith(str(good))]
-  assert len(lines) == 3 and all(0 <= int(l.split("\t")[1]) < 10 for l in lines)
+  rows = proc.stdout.splitlines()
+  assert rows[0] == "input,label,class_name,probability" and len(rows) == 6
+  assert all(0 <= int(r.split(",")[1]) < 10 for r in rows[1:])
   bad = tmp_path / "bad.npz"
-  np.savez(bad, x_test=np.zeros((3, 16, 16, 1), np.uint8))
-  proc = subprocess.run([sys.executable, "-m", "mpl_tf.predict", f"--export_dir={digits_run}/export/student",
-                         str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-  assert proc.returncode != 0 and "expects (8, 8, 1)" in proc.stderr
+  np.savez(bad, images=np.zeros((3, 8, 8, 1), np.uint8))
+  proc = subprocess.run([sys.executable, "-m", "mpl_tf.predict", f"--export_dir={export}", str(bad)],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2 and "no 'x_test' or 'x' array" in proc.stderr
 
 
 RESUME = ("gin/two_moons.gin",)

@@ -11,6 +11,7 @@ labels outside [0, num_classes), images of mixed shapes, empty folders, corrupt 
 """
 import abc
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -199,7 +200,7 @@ def npz_source(path: str, num_classes: Optional[int] = None) -> ArraySource:
   return ArraySource(name, x_train, y_train, num_classes, x_extra=x_extra, x_test=x_test, y_test=y_test)
 
 
-def _image_files(folder: str) -> List[str]:
+def image_files(folder: str) -> List[str]:
   """Image files under `folder` (recursively), sorted, by extension."""
   found = []
   for root, _, files in os.walk(folder):
@@ -212,10 +213,17 @@ def read_image(path: str, image_size: Optional[Tuple[int, int]] = None) -> np.nd
   try:
     image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
   except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError) as e:
-    raise ValueError(f"corrupt or unreadable image file {path}: {e.message.splitlines()[0]}") from None
+    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", e.message.splitlines()[0])
+    raise ValueError(f"corrupt or unreadable image file {path}: {reason}") from None
   if image_size is not None:
-    image = tf.cast(tf.clip_by_value(tf.image.resize(image, image_size, antialias=True), 0, 255), tf.uint8)
+    image = resize_image(image, image_size)
   return image.numpy()
+
+
+def resize_image(images, image_size: Tuple[int, int]) -> tf.Tensor:
+  """Resizes uint8 images [H, W, C] or [N, H, W, C] (values 0..255) to `image_size` (height, width) as the
+  folder source does: bilinear with antialias, clipped to [0, 255], cast (truncated) to uint8."""
+  return tf.cast(tf.clip_by_value(tf.image.resize(images, image_size, antialias=True), 0, 255), tf.uint8)
 
 
 def _read_images(paths: Sequence[str], image_size: Optional[Tuple[int, int]], where: str,
@@ -255,7 +263,7 @@ def folder_source(path: str, *, unlabeled_path: Optional[str] = None, test_path:
   classes = _class_folders(path)
   paths, labels = [], []
   for c, name in enumerate(classes):
-    files = _image_files(os.path.join(path, name))
+    files = image_files(os.path.join(path, name))
     if not files:
       raise ValueError(f"class folder {os.path.join(path, name)} is empty: it has no {'/'.join(IMAGE_EXTENSIONS)} "
                        "files")
@@ -267,7 +275,7 @@ def folder_source(path: str, *, unlabeled_path: Optional[str] = None, test_path:
     test_classes = _class_folders(test_path)
     if test_classes != classes:
       raise ValueError(f"{test_path}: class folders {test_classes} differ from those of {path}: {classes}")
-    test_files = [(f, c) for c, name in enumerate(classes) for f in _image_files(os.path.join(test_path, name))]
+    test_files = [(f, c) for c, name in enumerate(classes) for f in image_files(os.path.join(test_path, name))]
     if not test_files:
       raise ValueError(f"test folder {test_path} is empty: its class folders hold no images")
     x_test = _read_images([f for f, _ in test_files], image_size, test_path, x.shape[1:])
@@ -275,7 +283,7 @@ def folder_source(path: str, *, unlabeled_path: Optional[str] = None, test_path:
   if unlabeled_path is not None:
     if not os.path.isdir(unlabeled_path):
       raise FileNotFoundError(f"no unlabeled image folder at {unlabeled_path}")
-    extra_files = _image_files(unlabeled_path)
+    extra_files = image_files(unlabeled_path)
     if not extra_files:
       raise ValueError(f"unlabeled folder {unlabeled_path} is empty: it has no image files")
     x_extra = _read_images(extra_files, image_size, unlabeled_path, x.shape[1:])
