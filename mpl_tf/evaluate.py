@@ -86,7 +86,7 @@ def main(argv):
   if tuple(data.input_shape) != tuple(exported.input_shape):
     raise ValueError(f"the dataset's inputs have shape {tuple(data.input_shape)} but the exported student takes "
                      f"{tuple(exported.input_shape)}; score it on data of its shape")
-  predictors = {"student": lambda x: exported.predict_preprocessed(x)["probabilities"].numpy()}
+  predictors = {"student": lambda x: exported.predict(x.numpy(), preprocessed=True)["probabilities"]}
   if FLAGS.workdir:
     model = experiment.restore_main_model(settings["method"], data, settings["seed"], settings["steps"],
                                           FLAGS.workdir)
@@ -95,7 +95,9 @@ def main(argv):
       predictors["teacher"] = lambda x: tf.nn.softmax(tf.cast(teacher(x, training=False), tf.float32)).numpy()
   labels, probabilities = evaluation.predict_all(_batches(dataset), predictors)
   num_classes = probabilities["student"].shape[1]
-  names = list(exported.class_names or data.class_names or [str(c) for c in range(num_classes)])
+  names = list(exported.class_names)
+  if len(names) != num_classes:
+    raise ValueError(f"{exported.path}: {len(names)} class names for {num_classes} classes")
   report = {"dataset": data.split_name, "split": FLAGS.split, "workdir": FLAGS.workdir,
             "export_dir": exported.path, "class_names": names}
   out_dir = FLAGS.out_dir or (os.path.join(FLAGS.workdir, "evaluation") if FLAGS.workdir else
