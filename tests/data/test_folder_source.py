@@ -1,13 +1,19 @@
 """Image folders streamed from disk: resizing, corrupt files, channels, determinism, and no pixels in the graph."""
+import json
 import logging
 import os
+import sys
 
+from absl import flags
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mpl_tf.data.folder_source import folder_source
 from tests.data.test_sources import _png
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools"))
+import benchmark_folder_source  # pylint: disable=wrong-import-position
 
 
 def _values(dataset, count):
@@ -91,3 +97,14 @@ def test_no_pixels_in_the_graph(tmp_path):
   small, large = _graph_bytes(tmp_path / "a064", 64), _graph_bytes(tmp_path / "a256", 256)
   assert abs(small - large) < 100  # same paths' length, 16x the pixels (traced functions' names may differ)
   assert large < 10_000 < 10 * 256 * 256 * 3
+
+
+def test_benchmark_runs_quick(tmp_path, capsys):
+  values = flags.FlagValues()
+  benchmark_folder_source.define_flags(values)
+  values(["benchmark_folder_source.py", "--quick", f"--dir={tmp_path}"])
+  result = benchmark_folder_source.run(values)
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+  assert result["images"] == len([f for _, _, files in os.walk(tmp_path) for f in files])
+  assert result["decoded_gigabytes"] >= 0.003 and result["batches_per_s"] > 0 and result["peak_rss_megabytes"] > 0
+  assert 0 < result["graph_bytes"] < result["decoded_gigabytes"] * 1e9
