@@ -72,6 +72,7 @@ def write_folder(root: str, count: int, side: int, num_classes: int) -> int:
 def benchmark(root: str, gigabytes: float, side: int, image_size: int, num_classes: int, num_labeled: int,
               batch_size: int, batches: int, warmup: int) -> dict:
   """Writes the folder under `root`, builds the dataset, times the batches; the JSON line's fields."""
+  from benchmark_input import measure_input  # pylint: disable=import-outside-toplevel
   from mpl_tf.data import build_dataset  # pylint: disable=import-outside-toplevel
   per_image = side * side * 3
   count = max(2 * num_classes, int(gigabytes * 1e9 // per_image) + 1)
@@ -82,17 +83,11 @@ def benchmark(root: str, gigabytes: float, side: int, image_size: int, num_class
                        seed=0)
   built = time.perf_counter()
   graph = len(data.train._as_serialized_graph().numpy())  # pylint: disable=protected-access
-  batches_iter = iter(data.train)
-  for _ in range(warmup):
-    next(batches_iter)
-  timed = time.perf_counter()
-  for _ in range(batches):
-    next(batches_iter)
-  done = time.perf_counter()
+  seconds_per_batch = measure_input(data, warmup, batches)
   return dict(images=count, disk_gigabytes=round(disk / 1e9, 4), decoded_gigabytes=round(count * per_image / 1e9, 4),
               graph_bytes=graph, peak_rss_megabytes=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               write_s=round(written - start, 2), build_s=round(built - written, 2),
-              batches_per_s=round(batches / (done - timed), 3), batch_size=batch_size, image_size=image_size,
+              batches_per_s=round(1 / seconds_per_batch, 3), batch_size=batch_size, image_size=image_size,
               side=side, num_labeled=data.num_labeled, num_unlabeled=data.num_unlabeled, num_test=data.num_test)
 
 
