@@ -11,7 +11,9 @@ seconds to build the dataset (the one decode pass that checks every file) and tr
   python tools/benchmark_folder_source.py --quick        # a few MB, seconds: the test suite runs this
 
 With the old in-memory folder source the default size could not be built (its arrays went into the graph);
-now the graph holds the paths only and memory stays far below the decoded size.
+now the graph holds the paths only and memory stays far below the decoded size. Measured with the defaults on
+2 shared CPU cores (BENCHMARKS.md): 2.50 GB decoded, a 2.2 MB graph, 0.85 GB peak RSS, 41 s to build (the check
+of every file), 2.9 training batches/s.
 """
 import json
 import os
