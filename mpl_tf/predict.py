@@ -29,7 +29,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from mpl_tf import export as export_lib  # pylint: disable=wrong-import-position
-from mpl_tf.data import sources  # pylint: disable=wrong-import-position
+from mpl_tf.data import folder_source  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "SavedModel written by mpl_tf.train (WORKDIR/export/student).")
@@ -51,7 +51,7 @@ def find_inputs(paths: Sequence[str]) -> List[str]:
   everything else kept as given (a missing file fails when it is read)."""
   found = []
   for path in paths:
-    found += sources.image_files(path) if os.path.isdir(path) else [path]
+    found += folder_source.image_files(path) if os.path.isdir(path) else [path]
   return found
 
 
@@ -74,7 +74,7 @@ def match_channels(images: np.ndarray, channels: int) -> np.ndarray:
 
 def fit_images(images: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
   """Images [N, H, W(, C)] (uint8, or float in [0, 255]) brought to the export's [H, W, C]: channels matched,
-  resized unless they already have that size (uint8 as `sources.resize_image`; floats clipped, kept float)."""
+  resized unless they already have that size (uint8 as `folder_source.resize_image`; floats clipped, kept float)."""
   if images.ndim == 3:
     images = images[..., None]
   if images.ndim != 4:
@@ -85,7 +85,7 @@ def fit_images(images: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
   if images.shape[1:3] == tuple(shape[:2]):
     return images
   if images.dtype == np.uint8:
-    return sources.resize_image(images, shape[:2]).numpy()
+    return folder_source.resize_image(images, shape[:2]).numpy()
   return tf.clip_by_value(tf.image.resize(images, shape[:2], antialias=True), 0.0, 255.0).numpy()
 
 
@@ -110,7 +110,7 @@ def read_input(path: str, shape: Tuple[int, ...], images: bool) -> List[Tuple[st
   if not os.path.isfile(path):
     raise InputError("no such file or folder")
   try:
-    image = sources.read_image(path)
+    image = folder_source.read_image(path)
   except ValueError as e:
     raise InputError(str(e).replace(f" {path}", "")) from None
   return [(path, fit_images(image[None], shape)[0])]

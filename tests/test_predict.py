@@ -127,7 +127,7 @@ def test_predict_reads_folders_of_mixed_sizes_and_reports_a_corrupt_file(exporte
   # The 13x21 RGB image: gray as the decoder's luma, resized like the folder source, then the model itself.
   wide = tf.io.decode_png(tf.io.read_file(str(root / "a/b/wide.png")))
   gray = tf.cast(tf.clip_by_value(tf.round(tf.image.rgb_to_grayscale(tf.cast(wide, tf.float32))), 0, 255), tf.uint8)
-  resized = tf.cast(tf.clip_by_value(tf.image.resize(gray, (8, 8), antialias=True), 0, 255), tf.uint8)
+  resized = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(gray, (8, 8), antialias=True), 0, 255)), tf.uint8)
   expected = tf.nn.softmax(model(tf.cast(resized, tf.float32)[None] / 255.0))[0].numpy()
   row = next(r for r in rows if r["input"].endswith("wide.png"))
   assert float(row["probability"]) == pytest.approx(expected.max(), abs=1e-5) and int(row["label"]) == expected.argmax()

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from mpl_tf.data import augment, pipeline, sources, splits, two_moons
+from mpl_tf.data.folder_source import folder_source
 from mpl_tf.data.tfds_source import TfdsSource
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ SPECS: Dict[str, DatasetSpec] = {
         num_labeled=50, num_test=500),
     "two_moons": DatasetSpec(source=None, augment=augment.AugmentConfig(), num_labeled=6),
     "folder": DatasetSpec(
-        source=lambda path=None, unlabeled_path=None, test_path=None, image_size=None, **_: sources.folder_source(
+        source=lambda path=None, unlabeled_path=None, test_path=None, image_size=None, **_: folder_source(
             _required(path, "folder"), unlabeled_path=unlabeled_path, test_path=test_path,
             image_size=(image_size, image_size) if image_size else None),
         augment=_OWN_DATA, fill_from_border=True, num_labeled=1.0, num_test=0.2),
@@ -196,7 +197,7 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
     noise_stddev: two_moons only: Gaussian noise on the strong view (0: strong = weak = the raw points).
     image_size: ImageNet / folder: side of the square images fed to the model.
     data_dir: TFDS data directory. path / unlabeled_path / test_path: folder or .npz inputs.
-    shuffle_buffer: shuffle buffer of streamed (TFDS) data; in-memory data is fully reshuffled every epoch.
+    shuffle_buffer: shuffle buffer of TFDS data; in-memory and folder data are fully reshuffled every epoch.
 
   Raises:
     ValueError: unknown name (the message lists the known ones) or a split that cannot be made.

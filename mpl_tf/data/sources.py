@@ -1,26 +1,23 @@
-"""Where examples come from: one interface over in-memory arrays, scikit-learn's digits, .npz files and folders.
+"""Where examples come from: one interface over in-memory arrays, scikit-learn's digits and .npz files.
 
 A `Source` is a *pool* of labeled examples (which `splits.make_split` divides into labeled / validation /
 held-out test / unlabeled), optional *extra* unlabeled examples (SVHN's `extra`, a folder of unlabeled images,
 `x_unlabeled` of a .npz), and optional *test* examples of its own. It hands out `tf.data` datasets of
 `(image, label)` with images in [0, 255] (uint8 or float32) in their stored shape; scaling, resizing and
-augmentation are the pipeline's job. TFDS sources live in `tfds_source.py`.
+augmentation are the pipeline's job. TFDS sources live in `tfds_source.py`, image folders (streamed from disk)
+in `folder_source.py`.
 
-Everything that can be wrong with a user's files is checked here, eagerly, with the file in the message:
-labels outside [0, num_classes), images of mixed shapes, empty folders, corrupt images, missing arrays.
+Everything that can be wrong with a user's .npz is checked here, eagerly, with the file in the message:
+labels outside [0, num_classes), images of mixed shapes, values out of range, missing arrays.
 """
 import abc
 import os
-import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from mpl_tf.data.splits import check_labels
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-
 
 class Source(abc.ABC):
   """A pool of labeled examples, optional extra unlabeled examples and an optional test set.
@@ -65,7 +62,7 @@ class Source(abc.ABC):
 
 
 class ArraySource(Source):
-  """A source held in memory as numpy arrays (digits, .npz, folders, two moons).
+  """A source held in memory as numpy arrays (digits, .npz, two moons).
 
   Streams shuffle *indices* (a full reshuffle every epoch) and gather the examples, so the arrays are
   embedded in the `tf.data` graph once: keep them well under TensorFlow's 2 GB graph limit.
@@ -106,11 +103,11 @@ class ArraySource(Source):
     return tf.data.Dataset.from_tensor_slices((self._x[indices], self._y[indices].astype(np.int32)))
 
   def labeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
-    return self._gather(_shuffled_indices(indices, seed))
+    return self._gather(shuffled_indices(indices, seed))
 
   def unlabeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
     extra = np.arange(self._num_pool, self._num_pool + self.num_extra_unlabeled)
-    return self._gather(_shuffled_indices(np.concatenate([indices, extra]), seed)).map(lambda x, y: x)
+    return self._gather(shuffled_indices(np.concatenate([indices, extra]), seed)).map(lambda x, y: x)
 
   def sample_images(self, count: int) -> Optional[List[np.ndarray]]:
     step = max(1, self._num_pool // max(1, count))
@@ -122,7 +119,8 @@ class ArraySource(Source):
     return tf.data.Dataset.from_tensor_slices((self._x_test, self._y_test.astype(np.int32)))
 
 
-def _shuffled_indices(indices: np.ndarray, seed: int) -> tf.data.Dataset:
+def shuffled_indices(indices: np.ndarray, seed: int) -> tf.data.Dataset:
+  """Infinite stream of `indices`, fully reshuffled (seeded) every epoch: what in-memory and folder sources gather."""
   indices = np.asarray(indices, np.int64)
   if not indices.size:
     raise ValueError("cannot stream an empty set of examples")
@@ -198,94 +196,3 @@ def npz_source(path: str, num_classes: Optional[int] = None) -> ArraySource:
     if x is not None and x.shape[1:] != x_train.shape[1:]:
       raise ValueError(f"{path}: '{key}' images have shape {x.shape[1:]} but x_train images {x_train.shape[1:]}")
   return ArraySource(name, x_train, y_train, num_classes, x_extra=x_extra, x_test=x_test, y_test=y_test)
-
-
-def image_files(folder: str) -> List[str]:
-  """Image files under `folder` (recursively), sorted, by extension."""
-  found = []
-  for root, _, files in os.walk(folder):
-    found += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-  return sorted(found)
-
-
-def read_image(path: str, image_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-  """Decodes one image file to uint8 [H, W, C], optionally resized; names the file if it is corrupt."""
-  try:
-    image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
-  except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError) as e:
-    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", e.message.splitlines()[0])
-    raise ValueError(f"corrupt or unreadable image file {path}: {reason}") from None
-  if image_size is not None:
-    image = resize_image(image, image_size)
-  return image.numpy()
-
-
-def resize_image(images, image_size: Tuple[int, int]) -> tf.Tensor:
-  """Resizes uint8 images [H, W, C] or [N, H, W, C] (values 0..255) to `image_size` (height, width) as the
-  folder source does: bilinear with antialias, clipped to [0, 255], cast (truncated) to uint8."""
-  return tf.cast(tf.clip_by_value(tf.image.resize(images, image_size, antialias=True), 0, 255), tf.uint8)
-
-
-def _read_images(paths: Sequence[str], image_size: Optional[Tuple[int, int]], where: str,
-                 shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
-  images, first = [], None
-  for path in paths:
-    image = read_image(path, image_size)
-    if shape is None:
-      shape, first = image.shape, path
-    elif image.shape != tuple(shape):
-      hint = "give image_size to resize them all" if image_size is None else "convert them to one channel count"
-      raise ValueError(f"{where}: images of mixed shapes: {path} is {image.shape} but "
-                       f"{first or 'the training images'} {'is' if first else 'are'} {tuple(shape)}; {hint}")
-    images.append(image)
-  return np.stack(images)
-
-
-def _class_folders(path: str) -> List[str]:
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"no image folder at {path}")
-  classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
-  if not classes:
-    raise ValueError(f"{path} is empty: expected one sub-folder of images per class (e.g. {path}/cat/1.png)")
-  return classes
-
-
-def folder_source(path: str, *, unlabeled_path: Optional[str] = None, test_path: Optional[str] = None,
-                  image_size: Optional[Tuple[int, int]] = None) -> ArraySource:
-  """Images in one sub-folder per class (`path/<class>/*.png`), read into memory and checked.
-
-  Args:
-    path: the labeled images; classes are the sub-folder names in sorted order.
-    unlabeled_path: optional folder of unlabeled images (searched recursively).
-    test_path: optional folder with the same class sub-folders as `path`; without it, hold a test set out.
-    image_size: optional (height, width) to resize every image to; without it all images must share a shape.
-  """
-  classes = _class_folders(path)
-  paths, labels = [], []
-  for c, name in enumerate(classes):
-    files = image_files(os.path.join(path, name))
-    if not files:
-      raise ValueError(f"class folder {os.path.join(path, name)} is empty: it has no {'/'.join(IMAGE_EXTENSIONS)} "
-                       "files")
-    paths += files
-    labels += [c] * len(files)
-  x = _read_images(paths, image_size, path)
-  x_test = y_test = x_extra = None
-  if test_path is not None:
-    test_classes = _class_folders(test_path)
-    if test_classes != classes:
-      raise ValueError(f"{test_path}: class folders {test_classes} differ from those of {path}: {classes}")
-    test_files = [(f, c) for c, name in enumerate(classes) for f in image_files(os.path.join(test_path, name))]
-    if not test_files:
-      raise ValueError(f"test folder {test_path} is empty: its class folders hold no images")
-    x_test = _read_images([f for f, _ in test_files], image_size, test_path, x.shape[1:])
-    y_test = np.array([c for _, c in test_files], np.int64)
-  if unlabeled_path is not None:
-    if not os.path.isdir(unlabeled_path):
-      raise FileNotFoundError(f"no unlabeled image folder at {unlabeled_path}")
-    extra_files = image_files(unlabeled_path)
-    if not extra_files:
-      raise ValueError(f"unlabeled folder {unlabeled_path} is empty: it has no image files")
-    x_extra = _read_images(extra_files, image_size, unlabeled_path, x.shape[1:])
-  return ArraySource(f"folder:{os.path.basename(os.path.normpath(path))}", x, np.array(labels), len(classes),
-                     x_extra=x_extra, x_test=x_test, y_test=y_test, class_names=classes)

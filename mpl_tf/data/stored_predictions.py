@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from mpl_tf.data import pipeline, sources, splits
+from mpl_tf.data.folder_source import FolderSource
 
 
 @dataclasses.dataclass
@@ -98,9 +99,9 @@ def dataset_inputs(bundle) -> DatasetInputs:
   labeled_indices = np.asarray(split.labeled, np.int64)
   unlabeled_indices = np.asarray(split.unlabeled, np.int64)
   if source.num_extra_unlabeled:
-    if not isinstance(source, sources.ArraySource):
+    if not isinstance(source, (sources.ArraySource, FolderSource)):  # extra examples follow the pool's indices
       raise ValueError(f"{bundle.name}: stored predictions for extra unlabeled data are only supported for "
-                       "in-memory sources")
+                       "in-memory and folder sources")
     first = len(source.pool_labels)
     unlabeled_indices = np.concatenate([unlabeled_indices, np.arange(first, first + source.num_extra_unlabeled)])
   return DatasetInputs(
