@@ -22,6 +22,7 @@ import difflib
 import gc
 import inspect
 import json
+import logging
 import os
 from typing import Dict, Optional
 
@@ -72,6 +73,8 @@ def parse_gin(files, bindings, recorded: str = "") -> None:
     if not any(os.path.isfile(os.path.join(prefix, name)) for prefix in ("", package, os.path.dirname(package))):
       raise SystemExit(f"mpl_tf: no gin file {name} (looked in the current directory, the installed package and "
                        f"the clone); the recipes: {', '.join(_shipped_recipes(package))}")
+  # gin logs an error for every search path an include is not under before it finds it: not the user's problem.
+  logging.disable(logging.ERROR)
   try:
     if recorded:
       gin.parse_config(recorded)
@@ -80,6 +83,8 @@ def parse_gin(files, bindings, recorded: str = "") -> None:
   except (ValueError, KeyError, IOError, SyntaxError) as e:
     raise SystemExit(f"mpl_tf: bad gin configuration ({', '.join(files) or 'no files'}; bindings "
                      f"{bindings}): {' '.join(str(e).split())}") from e
+  finally:
+    logging.disable(logging.NOTSET)
 
 
 def _shipped_recipes(package: str):

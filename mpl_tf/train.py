@@ -32,8 +32,8 @@ flags.mark_flag_as_required("workdir")
 
 # Supervised training on a recipe's default split, as our docs quote it: split name -> (figure, where).
 QUOTED_SUPERVISED = {
-    "digits": ("89.00 +- 1.51 % (seeds 0-2; MPL 95.40 +- 1.64)", "docs/digits_results.md"),
-    "two_moons": ("84.4 % (10 seeds; MPL 84.6)", "docs/two_moons.md"),
+    "digits": ("supervised 89.00 +- 1.51 %, MPL 95.40 +- 1.64 % (seeds 0-2)", "docs/digits_results.md"),
+    "two_moons": ("supervised 84.4 %, MPL 84.6 % (10 seeds)", "docs/two_moons.md"),
 }
 
 
@@ -50,7 +50,7 @@ def summary(metrics, workdir: str, exported: bool) -> str:
   lines.append("  test accuracy: " + "; ".join(scores))
   if base in QUOTED_SUPERVISED:
     figure, where = QUOTED_SUPERVISED[base]
-    lines.append(f"  supervised on this split, as quoted: {figure} ({where})")
+    lines.append(f"  on this split our docs quote: {figure} ({where})")
   lines.append(f"  metrics: {os.path.join(workdir, 'metrics.json')}; curves: tensorboard --logdir "
                f"{os.path.join(workdir, 'summaries')}")
   if exported:
