@@ -50,6 +50,7 @@ def test_held_out_curves_give_both_accuracies_and_the_teacher_student_gap(digits
   for step in (4, 6):
     gap = mpl["test/teacher/accuracy"][step] - mpl["test/student/accuracy"][step]
     assert mpl["test/teacher_minus_student"][step] == pytest.approx(gap, abs=1e-6)
+  assert {"test/student/top5_accuracy", "test/teacher/top5_accuracy"} <= set(mpl)  # 10 classes: top-5 too
   finetune = run_lib.scalars(str(digits_run), "finetune")
   assert "test/student/accuracy" in finetune and "test/teacher_minus_student" not in finetune
   assert not any(tag.startswith("validation/") for tag in mpl)
@@ -223,3 +224,31 @@ def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
   test_line = next(line.split() for line in tool.stdout.splitlines() if line.strip().startswith("test"))
   distilled = 100 * metrics["student/accuracy_before_finetune"]  # the student as the distill phase left it
   assert float(test_line[test_line.index("student") + 1]) == pytest.approx(distilled, abs=0.051)
+
+
+def _evaluate(*flags):
+  return subprocess.run([sys.executable, "-m", "mpl_tf.evaluate", *flags], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, check=False)
+
+
+def test_evaluate_a_run_reproduces_its_metrics_and_writes_the_report(digits_run, tmp_path):
+  run = digits_run
+  metrics = json.loads((run / "metrics.json").read_text())
+  proc = _evaluate(f"--workdir={run}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  report = json.loads((run / "evaluation" / "test.json").read_text())
+  # The exported student and the restored teacher score exactly what training reported: no retraining.
+  assert report["student"]["accuracy"] == pytest.approx(metrics["student/accuracy"], abs=1e-6)
+  assert report["student"]["top5_accuracy"] == pytest.approx(metrics["student/top5_accuracy"], abs=1e-6)
+  assert report["teacher"]["accuracy"] == pytest.approx(metrics["teacher/accuracy"], abs=1e-6)
+  assert report["student"]["num_examples"] == 500 and len(report["class_names"]) == 10
+  assert np.array(report["student"]["confusion_matrix"]).sum() == 500
+  assert os.path.getsize(report["student"]["confusion_png"]) > 1000
+  assert "student: top-1" in proc.stdout and "teacher: top-1" in proc.stdout
+  # An export alone, on the dataset its export records, with a validation split held out by a binding.
+  proc = _evaluate(f"--export_dir={run}/export/student", "--split=validation",
+                   "--gin_bindings=build_dataset.num_validation = 100", f"--out_dir={tmp_path}/alone")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  alone = json.loads((tmp_path / "alone" / "validation.json").read_text())
+  assert alone["student"]["num_examples"] == 100 and "teacher" not in alone
+  assert alone["dataset"].startswith("digits") and alone["class_names"] == report["class_names"]

@@ -1,14 +1,10 @@
-"""`mpl-evaluate`: scores computed by hand, and the command on a trained run reproducing its metrics.json."""
-import json
-import os
-import subprocess
-import sys
+"""The scores `mpl-evaluate` reports, computed by hand (the command itself on a trained run:
+tests/test_end_to_end.py, which shares that file's smoke run)."""
 
 import numpy as np
 import pytest
 
 from mpl_tf import evaluation
-from tests.conftest import ROOT, train
 
 PROBS = np.array([[0.7, 0.2, 0.1],   # label 0: right
                   [0.5, 0.3, 0.2],   # label 1: predicted 0; second choice 1
@@ -40,37 +36,3 @@ def test_top5_beyond_five_classes_and_classes_without_examples():
 def test_scores_refuse_labels_outside_the_classes():
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
     evaluation.scores(np.array([0, 3]), PROBS[:2], ["a", "b", "c"])
-
-
-def _evaluate(*flags):
-  return subprocess.run([sys.executable, "-m", "mpl_tf.evaluate", *flags], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300, check=False)
-
-
-def test_evaluate_a_run_reproduces_its_metrics_and_writes_the_report(tmp_path):
-  run = tmp_path / "run"
-  proc = train(run, ["gin/digits.gin", "gin/smoke.gin"], "run.steps = 20", "run.finetune_steps = 4")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  metrics = json.loads((run / "metrics.json").read_text())
-  proc = _evaluate(f"--workdir={run}")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  report = json.loads((run / "evaluation" / "test.json").read_text())
-  # The exported student and the restored teacher score exactly what training reported: no retraining.
-  assert report["student"]["accuracy"] == pytest.approx(metrics["student/accuracy"], abs=1e-6)
-  assert report["student"]["top5_accuracy"] == pytest.approx(metrics["student/top5_accuracy"], abs=1e-6)
-  assert report["teacher"]["accuracy"] == pytest.approx(metrics["teacher/accuracy"], abs=1e-6)
-  assert report["student"]["num_examples"] == 500 and len(report["class_names"]) == 10
-  assert np.array(report["student"]["confusion_matrix"]).sum() == 500
-  assert os.path.getsize(report["student"]["confusion_png"]) > 1000
-  assert "student: top-1" in proc.stdout and "teacher: top-1" in proc.stdout
-  # An export alone is scored on the dataset its export records; another split by a binding.
-  proc = _evaluate(f"--export_dir={run}/export/student", f"--out_dir={tmp_path}/alone")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  alone = json.loads((tmp_path / "alone" / "test.json").read_text())
-  assert alone["student"]["accuracy"] == report["student"]["accuracy"] and "teacher" not in alone
-  proc = _evaluate(f"--workdir={run}", "--split=validation")
-  assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("mpl-evaluate: digits")
-  proc = _evaluate(f"--workdir={run}", "--split=validation", "--gin_bindings=build_dataset.num_validation = 100",
-                   f"--out_dir={tmp_path}/validation")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  assert json.loads((tmp_path / "validation" / "validation.json").read_text())["student"]["num_examples"] == 100
