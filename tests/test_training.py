@@ -1,5 +1,4 @@
 """Training runs end to end: determinism, baselines, a small convergence run and the command line."""
-import json
 
 import numpy as np
 import tensorflow as tf
@@ -12,7 +11,6 @@ from mpl_tf.algorithms.uda import UDAModel, UDASettings
 from mpl_tf.data import build_dataset
 from mpl_tf.keras import keras
 from mpl_tf.models.mlp import build_mlp
-from tests.conftest import train
 
 
 def moons(strong_noise=0.0):
@@ -74,20 +72,6 @@ def test_mpl_student_learns_the_moons_from_pseudo_labels_alone():
   assert results["teacher/accuracy"] > 0.8
   assert results["student/accuracy"] > 0.8
   assert results["student/accuracy"] > results["teacher/accuracy"] - 0.1
-
-
-def run_cli(workdir, *bindings):
-  return train(workdir, ["gin/two_moons.gin"], *bindings, timeout=300)
-
-
-def test_command_line_writes_metrics_and_config(tmp_path):
-  proc = run_cli(tmp_path, "run.steps = 200", "run.finetune_steps = 20")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  metrics = json.loads((tmp_path / "metrics.json").read_text())
-  assert metrics["step"] == 200
-  assert 0.0 <= metrics["student/accuracy"] <= 1.0 and 0.0 <= metrics["teacher/accuracy"] <= 1.0
-  assert "student/accuracy_before_finetune" in metrics
-  assert "MetaPseudoLabelsModel.pseudo_labels" in (tmp_path / "operative_config.gin").read_text()
 
 
 def test_pseudo_labels_teacher_labels_the_weak_view_not_the_strong_one():
