@@ -120,16 +120,50 @@ def test_layout_gin_files_pick_the_mesh():
     gin.clear_config()
 
 
-def test_training_picks_a_2x2_mesh_from_gin_bindings(tmp_path):
-  """`python -m mpl_tf.train` on 4 virtual CPUs: every phase, checkpoints with data positions, export."""
-  cmd = [sys.executable, "-m", "mpl_tf.train", f"--workdir={tmp_path}", "--gin_file=gin/two_moons.gin",
-         "--gin_file=gin/smoke.gin", "--gin_file=gin/layouts/data_model.gin",
-         "--gin_bindings=mesh_from_config.virtual_devices = 4"]
+MESHES = {"2x1": ["--gin_file=gin/layouts/data_parallel.gin", "--gin_bindings=mesh_from_config.virtual_devices = 2"],
+          "2x2": ["--gin_file=gin/layouts/data_model.gin", "--gin_bindings=mesh_from_config.virtual_devices = 4"]}
+
+
+def _cli_run(workdir, labels, mesh=None):
+  """The TwoMoon smoke run (30 MPL steps, every phase) through `python -m mpl_tf.train`, on one device or a mesh."""
+  cmd = [sys.executable, "-m", "mpl_tf.train", f"--workdir={workdir}", "--gin_file=gin/two_moons.gin",
+         "--gin_file=gin/smoke.gin", "--gin_bindings=run.steps = 30",
+         f"--gin_bindings=MetaPseudoLabelsModel.pseudo_labels = '{labels}'", *MESHES.get(mesh, [])]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  metrics = json.loads((tmp_path / "metrics.json").read_text())
-  assert metrics["step"] == 6 and 0.0 <= metrics["student/accuracy"] <= 1.0
-  assert "mesh_from_config.virtual_devices = 4" in (tmp_path / "operative_config.gin").read_text()
-  assert (tmp_path / "checkpoints" / "mpl" / "ckpt-6-data_position.index").exists()
-  served = tf.saved_model.load(str(tmp_path / "export" / "student")).signatures["serving_default"]
-  assert served(features=tf.zeros([3, 2]))["labels"].shape == (3,)
+  return workdir
+
+
+def _assert_same_run(single, meshed):
+  """metrics.json, every logged training scalar of MPL and the exported student's outputs agree to float noise."""
+  from mpl_tf import export  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.join(ROOT, "tools"))
+  import run_lib  # pylint: disable=import-outside-toplevel
+  a, b = (json.loads((d / "metrics.json").read_text()) for d in (single, meshed))
+  assert a.keys() == b.keys()
+  for key, value in a.items():
+    assert b[key] == (pytest.approx(value, abs=1e-5) if isinstance(value, float) else value), key
+  curves_a, curves_b = run_lib.scalars(str(single), "mpl"), run_lib.scalars(str(meshed), "mpl")
+  for tag in ("teacher/loss", "student/loss", "mpl/h"):
+    assert curves_a[tag].keys() == curves_b[tag].keys()
+    np.testing.assert_allclose(list(curves_b[tag].values()), list(curves_a[tag].values()), atol=1e-5, err_msg=tag)
+  points = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+  outputs = [export.load_export(str(d / "export" / "student")).predict(points)["probabilities"] for d in (single, meshed)]
+  np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+
+
+def test_the_command_line_trains_the_same_run_on_a_2x2_mesh_as_on_one_device(tmp_path):
+  """The CLI's whole path (data pipeline and per-device readers, seeding, placement, evaluation, export) on 4
+  virtual CPUs: the same metrics, training curves and exported student as one device (argmax labels: sampled ones
+  are drawn by another sampler on a mesh, `layout.sample_categorical`)."""
+  single = _cli_run(tmp_path / "single", "argmax")
+  meshed = _cli_run(tmp_path / "mesh", "argmax", "2x2")
+  assert (meshed / "checkpoints" / "mpl" / "ckpt-30-data_position.index").exists()
+  _assert_same_run(single, meshed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("labels", ["argmax", "soft"])
+@pytest.mark.parametrize("mesh", list(MESHES))
+def test_the_command_line_on_every_mesh_and_label_mode_equals_one_device(tmp_path, labels, mesh):
+  _assert_same_run(_cli_run(tmp_path / "single", labels), _cli_run(tmp_path / "mesh", labels, mesh))

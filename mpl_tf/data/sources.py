@@ -120,12 +120,27 @@ class ArraySource(Source):
 
 
 def shuffled_indices(indices: np.ndarray, seed: int) -> tf.data.Dataset:
-  """Infinite stream of `indices`, fully reshuffled (seeded) every epoch: what in-memory and folder sources gather."""
+  """Infinite stream of `indices`, fully reshuffled every epoch: what in-memory and folder sources gather.
+
+  Epoch e is the stateless permutation `index_shuffle(seed=(seed, e))`, a function of (`seed`, e) alone. Not
+  `shuffle(seed=seed, reshuffle_each_iteration=True).repeat()`: that draws every epoch's seed from one
+  seed-generator resource shared by all iterators of the dataset object, so two iterators of one dataset (a
+  DTensor mesh's per-device readers, `mpl_tf/layout/inputs.py`) saw different orders, and a run's order depended
+  on how many iterators had been made before. The position is a counter, so a checkpoint of the stream holds no
+  shuffle buffer.
+  """
   indices = np.asarray(indices, np.int64)
   if not indices.size:
     raise ValueError("cannot stream an empty set of examples")
-  ds = tf.data.Dataset.from_tensor_slices(indices)
-  return ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True).repeat()
+  n = len(indices)
+  table = tf.constant(indices)
+  base = tf.constant(int(seed), tf.int64)
+
+  def pick(i):
+    position = tf.random.experimental.index_shuffle(i % n, seed=tf.stack([base, i // n]), max_index=n - 1)
+    return tf.gather(table, position)
+
+  return tf.data.Dataset.counter().map(pick)
 
 
 def _check_same_shape(name: str, what: str, x: np.ndarray, shape: Tuple[int, ...]):

@@ -130,3 +130,18 @@ def test_folder_errors_name_the_folder_or_file(tmp_path):
   (tmp_path / "nothing").mkdir()
   with pytest.raises(ValueError, match="unlabeled folder .*nothing is empty"):
     folder_source(_folder(tmp_path / "ok"), unlabeled_path=str(tmp_path / "nothing"))
+
+
+def test_shuffled_indices_give_every_iterator_the_same_epochs_each_a_permutation():
+  """Two iterators of one stream (a mesh's per-device readers) see one sequence; each epoch is a permutation;
+  the seed changes it. (A seed-generator shuffle gave each iterator its own order: tests/test_layout.py.)"""
+  from mpl_tf.data.sources import shuffled_indices  # pylint: disable=import-outside-toplevel
+  indices = np.arange(10, 17)
+  stream = shuffled_indices(indices, seed=3).batch(7)
+  first, second = iter(stream), iter(stream)
+  epochs = [next(first).numpy() for _ in range(4)]
+  assert all(np.array_equal(e, next(second).numpy()) for e in epochs)
+  assert all(sorted(e) == list(indices) for e in epochs)
+  assert len({tuple(e) for e in epochs}) > 1  # reshuffled every epoch
+  other = next(iter(shuffled_indices(indices, seed=4).batch(7))).numpy()
+  assert not np.array_equal(other, epochs[0])
