@@ -18,7 +18,6 @@ Re-running the same command after an interruption skips finished phases and resu
 """
 import contextlib
 import dataclasses
-import difflib
 import gc
 import inspect
 import json
@@ -29,7 +28,7 @@ from typing import Dict, Optional
 import gin
 import tensorflow as tf
 
-from mpl_tf import layout, trainer
+from mpl_tf import gin_checks, layout, trainer
 from mpl_tf import workdir as workdir_lib
 from mpl_tf.algorithms import mpl, pseudo_labels, reduced_mpl, supervised, uda
 from mpl_tf.algorithms.uda import UDASettings
@@ -72,68 +71,19 @@ def parse_gin(files, bindings, recorded: str = "") -> None:
   for name in files:
     if not any(os.path.isfile(os.path.join(prefix, name)) for prefix in ("", package, os.path.dirname(package))):
       raise SystemExit(f"mpl_tf: no gin file {name} (looked in the current directory, the installed package and "
-                       f"the clone); the recipes: {', '.join(_shipped_recipes(package))}")
+                       f"the clone); the recipes: {', '.join(gin_checks.shipped_recipes(package))}")
   # gin logs an error for every search path an include is not under before it finds it: not the user's problem.
   logging.disable(logging.ERROR)
   try:
     if recorded:
       gin.parse_config(recorded)
     gin.parse_config_files_and_bindings(files, bindings)
-    check_bound_parameters()
+    gin_checks.check_bound_parameters(network)
   except (ValueError, KeyError, IOError, SyntaxError) as e:
     raise SystemExit(f"mpl_tf: bad gin configuration ({', '.join(files) or 'no files'}; bindings "
                      f"{bindings}): {' '.join(str(e).split())}") from e
   finally:
     logging.disable(logging.NOTSET)
-
-
-def _shipped_recipes(package: str):
-  for root in (os.path.join(package, "gin"), os.path.join(os.path.dirname(package), "gin")):
-    if os.path.isdir(root):
-      return [f"gin/{name}" for name in sorted(os.listdir(root)) if name.endswith(".gin")]
-  return []
-
-
-def check_bound_parameters() -> None:
-  """Refuses a binding of a parameter the class does not take (`MetaPseudoLabelsModel.pseudo_label`).
-
-  gin checks the names of a function's parameters when it parses, but lets any name through for a class whose
-  `__init__` takes `**kwargs`, as every Keras model does: the mistake would surface as a long traceback once the
-  data is built. This compares each class binding with the parameters of the `__init__`s the class chains to
-  (up to `keras.Model`, which takes `name`), and names the unknown one, the closest known one and all of them.
-  """
-  from mpl_tf.models import builder  # pylint: disable=import-outside-toplevel
-  config = gin.config._CONFIG  # pylint: disable=protected-access
-  for (scope, selector), params in config.items():
-    configurable = gin.config._REGISTRY.get_match(selector)  # pylint: disable=protected-access
-    if configurable is not None and configurable.wrapper is network:
-      options = {**config.get(("", selector), {}), **params}  # a scope inherits the unscoped bindings
-      if "name" in options and not isinstance(options["name"], gin.config.ConfigurableReference):
-        builder.check_options(options.pop("name"), options)
-    if configurable is None or not inspect.isclass(configurable.wrapped):
-      continue
-    known = accepted_parameters(configurable.wrapped)
-    for param in params:
-      if param not in known:
-        where = f"{scope}/{configurable.name}" if scope else configurable.name
-        close = difflib.get_close_matches(param, known, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"{where} has no parameter '{param}'{hint}; its parameters: {', '.join(sorted(known))}")
-
-
-def accepted_parameters(cls) -> set:
-  """Keyword parameters `cls(...)` accepts, following `**kwargs` up the `__init__` chain to `keras.Model`."""
-  known = set()
-  for klass in cls.__mro__:
-    if klass is keras.Model:
-      return known | {"name"}
-    if "__init__" not in vars(klass):
-      continue
-    parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]
-    known |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    if not any(p.kind == p.VAR_KEYWORD for p in parameters):
-      return known
-  return known
 
 
 @gin.configurable(denylist=["total_steps", "wait_steps"])  # set by the method: a binding would be ignored
@@ -257,12 +207,16 @@ class RunResult:
 def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int = 0,
         finetune_steps: int = 0, teacher_pretrain_steps: Optional[int] = None, steps_per_execution: int = 1,
         checkpoint_every: int = 1000, summary_every: int = 100, eval_every: int = 0,
-        mixed_precision: Optional[str] = None, export: bool = True, verbose: int = 1) -> RunResult:
+        mixed_precision: Optional[str] = None, jit_compile: Optional[bool] = None, export: bool = True,
+        verbose: int = 1) -> RunResult:
   """Trains `method`'s phases in order, evaluates, writes metrics.json and exports the student.
 
   The metrics are accuracies on the test set as fractions, `step` (of the method's main phase), the student's
   accuracy before later phases changed it (`student/accuracy_before_finetune`, `_after_mpl`), and, when the
   dataset holds a validation split out, the same metrics on it under `validation/...`.
+
+  `jit_compile`: compile every phase's train and evaluation steps with XLA; None picks the default measured for
+  the device type (`default_jit_compile`).
   """
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
@@ -273,6 +227,8 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
     raise NotImplementedError(f"run.method = {method!r} does not run on a DTensor mesh yet (supported: "
                               f"{', '.join(m.name for m in METHODS.values() if m.supports_mesh)}); "
                               "use gin/layouts/single_device.gin")
+  if jit_compile and mesh is not None:
+    raise NotImplementedError("run.jit_compile = True on a DTensor mesh has not been tried; leave it unset there")
   layout.activate(mesh)
   os.makedirs(workdir, exist_ok=True)
   keras.utils.set_random_seed(seed)
@@ -290,7 +246,8 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   # never for choosing) and on the validation split when the dataset holds one out (`validation/...`).
   held_out = {"test": data.test, "validation": data.validation}
   common = dict(workdir=workdir, steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every,
-                summary_every=summary_every, verbose=verbose, eval_datasets=held_out, eval_every=eval_every)
+                summary_every=summary_every, verbose=verbose, eval_datasets=held_out, eval_every=eval_every,
+                jit_compile=default_jit_compile() if jit_compile is None else bool(jit_compile))
   metrics: Dict = {}
   model = main = None
   for phase in phases:
@@ -339,6 +296,13 @@ def run_settings() -> Dict:
       value = value.scoped_configurable_fn()
     out[name] = value
   return out
+
+
+def default_jit_compile() -> bool:
+  """XLA for the train steps, by device type, as measured: off on CPUs, where tools/benchmark_step.py measured
+  XLA 1.45-1.71x slower (BENCHMARKS.md). Off on GPUs too until the accelerator benchmark
+  (tools/benchmark_accelerator.py) has measured it; on for TPUs, where TensorFlow compiles with XLA anyway."""
+  return bool(tf.config.list_logical_devices("TPU"))
 
 
 def prepare_workdir(workdir: str, overwrite: bool = False, allow_change: bool = False):

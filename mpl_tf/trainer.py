@@ -32,7 +32,7 @@ def _to_float(logs) -> Dict[str, float]:
 def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, phase: str, steps: int,
                 steps_per_execution: int = 1, checkpoint_every: int = 1000, summary_every: int = 100,
                 eval_datasets: Optional[Dict[str, tf.data.Dataset]] = None, eval_every: int = 0,
-                verbose: int = 1,
+                verbose: int = 1, jit_compile: Optional[bool] = None,
                 checkpoint_iterator: bool = True, max_to_keep: int = 2) -> Dict[str, float]:
   """Trains `model` (already compiled) on `dataset` until its `global_step` reaches `steps`.
 
@@ -42,6 +42,7 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
   beyond 5 classes, top-5 accuracy and loss, with `<name>/teacher_minus_student` when the model scores a teacher
   too: the gap the student must close) to `workdir/summaries/<phase>`, and
   shows a Keras progress bar titled with the phase. Returns the metrics of the last logged window.
+  `jit_compile`: compile the train and evaluation steps with XLA (True / False); None keeps the model's setting.
   """
   if checkpoint_iterator:
     # Random augmentation ops keep state outside the pipeline, which tf.data cannot save: save the position
@@ -69,6 +70,8 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
   # tf-keras builds a single-step function when steps_per_execution is 1 at build time, and a loop that
   # reads the variable otherwise: build it with the chunk so later assignments take effect.
   model._steps_per_execution.assign(chunk)  # pylint: disable=protected-access
+  if jit_compile is not None:
+    model.jit_compile = jit_compile  # read when the train (and test) functions are built, just below
   train_function = model.make_train_function(force=True)
   progress = keras.utils.Progbar(steps, verbose=verbose, unit_name="step", stateful_metrics=SHOWN) if verbose else None
   logs: Dict[str, float] = {}
