@@ -63,7 +63,11 @@ def _parse(argv):
   parser.add_argument("--steps", type=int, default=5, help="timed rounds; each case's median is reported")
   parser.add_argument("--jit", choices=["off", "on", "both"], default="both")
   parser.add_argument("--variants", default="hard,hard+uda,soft,soft+uda", help="MPL variants to time")
-  parser.add_argument("--memory", choices=["allocator", "rss"], default="allocator")
+  parser.add_argument("--memory", choices=["allocator", "rss"], default="allocator",
+                      help="allocator: TensorFlow's allocator peak on the device (GPU:0 when there is one, else "
+                      "CPU:0); rss: the process's peak RSS growth")
+  parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
+                      help="Keras dtype policy of the networks (mixed: float16/bfloat16 compute, float32 weights)")
   parser.add_argument("--quick", action="store_true",
                       help="small settings to check the tool: 16x16 images, B=4, U=8, 1 warmup, 2 timed rounds")
   parser.add_argument("--output", default=None, help="write every figure as JSON here")
@@ -103,7 +107,10 @@ def build_cases(tf, keras, args, element: Element, jit: bool):
     return build_model(args.model, num_classes=10, input_shape=shape, seed=next(seeds))
 
   def sgd():
-    return keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
+    opt = keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+      opt = keras.mixed_precision.LossScaleOptimizer(opt)  # as experiment.optimizer does
+    return opt
 
   uda = dict(uda=UDASettings(weight=8.0, temperature=0.7, threshold=0.6))
   e = element
@@ -212,17 +219,19 @@ def _vm_kib(field):
 
 
 def peak_memory_mib(tf, step, how):
-  """Peak memory of one step above what was allocated before it, in MiB (see the module docstring)."""
+  """Peak memory of one step above what was allocated before it, in MiB (see the module docstring); on a machine
+  with a GPU, the allocator figure is the GPU's."""
   if how == "rss":
     with open("/proc/self/clear_refs", "w") as f:
       f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
     before = _vm_kib("VmRSS")
     step()
     return (_vm_kib("VmHWM") - before) / 1024
-  tf.config.experimental.reset_memory_stats("CPU:0")
-  before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+  device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+  tf.config.experimental.reset_memory_stats(device)
+  before = tf.config.experimental.get_memory_info(device)["current"]
   step()
-  return (tf.config.experimental.get_memory_info("CPU:0")["peak"] - before) / 2**20
+  return (tf.config.experimental.get_memory_info(device)["peak"] - before) / 2**20
 
 
 def main(argv=None):
@@ -237,6 +246,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
+  keras.mixed_precision.set_global_policy(args.precision)
 
   unlabeled = args.batch_size * args.uda_ratio
   element = Element(tf, args.batch_size, unlabeled, args.image_size, 10)
@@ -271,7 +281,9 @@ def main(argv=None):
             "tensorflow": tf.__version__, "model": args.model, "image_size": args.image_size,
             "batch_size": args.batch_size, "unlabeled_batch_size": unlabeled, "images_per_step": element.num_images,
             "warmup": args.warmup, "steps": args.steps, "memory": args.memory, "variants": args.variants.split(","),
-            "jit": [bool(j) for j in jits], "cases": {}}
+            "jit": [bool(j) for j in jits], "precision": args.precision,
+            "devices": [d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"] or ["CPU"],
+            "cases": {}}
   for (name, jit), t in times.items():
     report["cases"][_case_name(name, jit)] = {
         "all_s": t, "all_cpu_s": cpu_times[(name, jit)], "peak_mib": memory[(name, jit)],
