@@ -17,8 +17,10 @@ $(VENV)/.installed: requirements.txt $(BIN)/activate
 .PHONY: install test test-slow two_moons digits
 install: $(VENV)/.installed
 
+# Two workers, one test file each at a time (a file's module fixtures run once): the suite is mostly
+# subprocesses and single-threaded TensorFlow, so serially it kept about one of the two cores busy.
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow tests
