@@ -3,7 +3,7 @@
 Each INPUT is an image file (PNG/JPEG/BMP/GIF), a folder (searched recursively for those, sorted) or a `.npz`
 whose `x_test` (or `x`) array holds images [N, H, W(, C)] (or float features for TwoMoon); each row of an
 array is one input, named `FILE.npz[i]`. Images are converted to the export's channel count and, where their
-size differs, resized to its input size as the folder data source does (bilinear with antialias, clipped, cast
+size differs, resized to its input size as the folder data source does (bilinear with antialias, clipped, rounded
 to uint8; float arrays stay float). Feature exports take only .npz arrays of exactly their shape.
 
 Output, to stdout or `--output=FILE`: `--format=csv` (default) has the header
@@ -28,6 +28,7 @@ from absl import flags  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
+from mpl_tf import cli  # pylint: disable=wrong-import-position
 from mpl_tf import export as export_lib  # pylint: disable=wrong-import-position
 from mpl_tf.data import folder_source  # pylint: disable=wrong-import-position
 
@@ -178,13 +179,11 @@ def _exit(message: str, status: int):
   raise SystemExit(status)
 
 
+@cli.reports_errors("mpl-predict")  # a bad export directory: one line, exit 1
 def main(argv):
   if not FLAGS.export_dir:
     raise SystemExit("mpl-predict: give --export_dir=WORKDIR/export/student")
-  try:
-    export = export_lib.load_export(FLAGS.export_dir)
-  except ValueError as e:
-    raise SystemExit(f"mpl-predict: {e}") from None
+  export = export_lib.load_export(FLAGS.export_dir)
   paths = find_inputs(argv[1:])
   if not paths:
     _exit("no inputs found: give image files, folders of images or .npz files" if len(argv) > 1 else
