@@ -48,7 +48,7 @@ def build_cnn_small(num_classes: int, input_shape: Sequence[int] = (8, 8, 1), wi
                             name=f"conv{i + 1}")(x)
     x = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, fused=bn_fused,
                                         name=f"conv{i + 1}_bn")(x)
-    x = keras.layers.LeakyReLU(alpha=leaky_slope, name=f"conv{i + 1}_lrelu")(x)
+    x = common.LeakyReLU(alpha=leaky_slope, name=f"conv{i + 1}_lrelu")(x)
   x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
   x = keras.layers.Dropout(dropout, name="dropout")(x)
   outputs = keras.layers.Dense(num_classes, kernel_initializer=common.dense_initializer(common.seed_for(seed, 999)),

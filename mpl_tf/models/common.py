@@ -83,6 +83,42 @@ class Standardize(keras.layers.Layer):
     return config
 
 
+def leaky_relu_from_output(x: tf.Tensor, alpha: float) -> tf.Tensor:
+  """tf.nn.leaky_relu(x, alpha) for 0 < alpha <= 1, whose gradient is computed from the output y, not from x.
+
+  TensorFlow's gradient of LeakyRelu is LeakyReluGrad(dy, x): dy where x > 0, alpha * dy elsewhere, so the
+  backward pass keeps x alive. For 0 < alpha <= 1, y > 0 exactly when x > 0 (alpha * x rounds to 0 or below
+  for x <= 0), so LeakyReluGrad(dy, y) is the same gradient bit for bit, and first and second derivatives
+  (LeakyReluGrad has its own registered gradient) are unchanged. The backward then keeps y only, which the
+  convolution that follows keeps anyway.
+  """
+  @tf.custom_gradient
+  def forward(features):
+    y = tf.nn.leaky_relu(features, alpha=alpha)
+
+    def grad(dy):
+      return tf.raw_ops.LeakyReluGrad(gradients=dy, features=y, alpha=alpha)
+    return y, grad
+  return forward(x)
+
+
+@keras.utils.register_keras_serializable(package="mpl_tf")
+class LeakyReLU(keras.layers.LeakyReLU):
+  """Keras' LeakyReLU (same config, no weights) with its gradient taken from its output (`leaky_relu_from_output`).
+
+  Why: in every batch norm -> leaky ReLU -> convolution unit (the WRN, the CNN), Keras' layer makes the backward
+  pass keep three activation tensors: the batch norm's input (its own gradient needs it), the leaky ReLU's input
+  and its output (the convolution's input). This layer drops the middle one: a third less activation memory in
+  every training step of those networks, for the same values (BENCHMARKS.md, "Memory of a step").
+  """
+
+  def call(self, inputs):
+    alpha = float(self.alpha)
+    if not 0.0 < alpha <= 1.0:  # y > 0 <=> x > 0 needs a positive slope; alpha > 1 is a max() in TF
+      return super().call(inputs)
+    return leaky_relu_from_output(inputs, alpha)
+
+
 def conv_initializer(seed: Optional[int] = None) -> keras.initializers.Initializer:
   """Official MPL conv init: N(0, sqrt(2 / fan_out)), fan_out = kh * kw * out_channels, not truncated."""
   return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal", seed=seed)

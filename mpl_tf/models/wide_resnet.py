@@ -55,7 +55,7 @@ def build_wrn28(num_classes: int, input_shape: Sequence[int], width: int = 2, dr
   def bn_act(x, label):
     x = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, fused=bn_fused,
                                         name=f"{label}_bn")(x)
-    return keras.layers.LeakyReLU(alpha=leaky_slope, name=f"{label}_lrelu")(x)
+    return common.LeakyReLU(alpha=leaky_slope, name=f"{label}_lrelu")(x)
 
   inputs = keras.Input(shape=shape, name="images")
   x = common.Standardize(mean, std, dtype=common.float32_if_mixed(), name="standardize")(inputs)
