@@ -26,12 +26,12 @@ wall clock swings with their load (up to 4x from one step to the next on our bus
 counts the work this process did and moves by a few percent; the fastest step is the least disturbed one.
 Ratios are taken within one kind of time, never across.
 
-Memory: TensorFlow's CPU allocator keeps no statistics by default (`get_memory_info('CPU:0')` reads 0), so this
-tool sets TF_CPU_ALLOCATOR_USE_BFC=true before importing TensorFlow, which makes it count. Each case is run once
-more after the timing with the statistics reset: "peak MiB" is the allocator's peak during that step minus what
-was allocated before it (activations, gradients, temporaries; the weights and optimizer slots are allocated
-already; the JSON lists each case's weights apart as `weights_mib`). It counts tensors TensorFlow allocates, not oneDNN's own scratch
-space or the process's RSS (`--memory=rss` reports the process's peak RSS growth instead, via /proc VmHWM).
+Memory (`--memory allocator|rss|both`, default both): after the timing, every case is measured again alone in a
+fresh process (`tools/step_memory.py` says why and what each view counts): `allocator` is TensorFlow's allocator
+peak during one step above what was allocated before it (on a CPU with TF_CPU_ALLOCATOR_USE_BFC=true, which makes
+it keep statistics), `rss` the process's peak RSS during warm-up + 1 steps above its RSS once the case is built
+and traced. The JSON lists each case's weights apart as `weights_mib`. The timing process itself keeps
+TensorFlow's default allocator.
 
 jit: `--jit off|on|both`; on compiles every step and part with XLA (`jit_compile=True`).
 
@@ -45,13 +45,13 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import step_memory  # pylint: disable=wrong-import-position  (tools/, next to this file)
 
 def _parse(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -63,15 +63,22 @@ def _parse(argv):
   parser.add_argument("--steps", type=int, default=5, help="timed rounds; each case's median is reported")
   parser.add_argument("--jit", choices=["off", "on", "both"], default="both")
   parser.add_argument("--variants", default="hard,hard+uda,soft,soft+uda", help="MPL variants to time")
-  parser.add_argument("--memory", choices=["allocator", "rss"], default="allocator",
-                      help="allocator: TensorFlow's allocator peak on the device (GPU:0 when there is one, else "
-                      "CPU:0); rss: the process's peak RSS growth")
+  parser.add_argument("--memory", choices=["allocator", "rss", "both"], default="both",
+                      help="each case's peak memory, measured alone in a fresh process: allocator (TensorFlow's "
+                      "allocator on GPU:0 when there is one, else CPU:0), rss (the process's peak RSS) or both")
   parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
                       help="Keras dtype policy of the networks (mixed: float16/bfloat16 compute, float32 weights)")
   parser.add_argument("--quick", action="store_true",
                       help="small settings to check the tool: 16x16 images, B=4, U=8, 1 warmup, 2 timed rounds")
+  parser.add_argument("--compare_keras_leaky_relu", action="store_true",
+                      help="also build the MPL variants and the supervised step with Keras' own LeakyReLU (the "
+                      "networks before mpl_tf.models.common.LeakyReLU) and report ours / Keras' in time and memory")
   parser.add_argument("--output", default=None, help="write every figure as JSON here")
   parser.add_argument("--from_json", default=None, help="print the tables of a saved --output JSON and exit")
+  # A child process of --memory (tools/step_memory.py): build one case, measure one view, print it.
+  parser.add_argument("--isolated_case", default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--isolated_jit", type=int, default=0, help=argparse.SUPPRESS)
+  parser.add_argument("--isolated_view", choices=step_memory.VIEWS, default="rss", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.quick:
     args.image_size, args.batch_size, args.uda_ratio, args.warmup, args.steps = 16, 4, 2, 1, 2
@@ -91,8 +98,25 @@ class Element:
     self.num_images = batch_size + 2 * unlabeled
 
 
-def build_cases(tf, keras, args, element: Element, jit: bool):
-  """name -> (one-step callable that blocks until the step is done, variables it keeps) for one jit setting."""
+KERAS_LRELU = " @keras-lrelu"  # the name suffix of the cases built with Keras' LeakyReLU
+
+
+def with_keras_leaky_relu(keras, model):
+  """`model` with Keras' own LeakyReLU layers instead of mpl_tf's (same config and weights): the old networks."""
+  from mpl_tf.models.common import LeakyReLU  # pylint: disable=import-outside-toplevel
+
+  def clone(layer):
+    cls = keras.layers.LeakyReLU if isinstance(layer, LeakyReLU) else layer.__class__
+    return cls.from_config(layer.get_config())
+  copy = keras.models.clone_model(model, clone_function=clone)
+  copy.set_weights(model.get_weights())
+  return copy
+
+
+def build_cases(tf, keras, args, element: Element, jit: bool, only=None, keras_lrelu=False):
+  """name -> (one-step callable that blocks until the step is done, variables it keeps, a callable that traces
+  the step's function without running it) for one jit setting; with `only`, that case alone. `keras_lrelu`:
+  the MPL variants and the supervised step only, on networks with Keras' LeakyReLU, named with KERAS_LRELU."""
   from mpl_tf import losses  # pylint: disable=import-outside-toplevel
   from mpl_tf.algorithms import feedback  # pylint: disable=import-outside-toplevel
   from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel  # pylint: disable=import-outside-toplevel
@@ -104,7 +128,8 @@ def build_cases(tf, keras, args, element: Element, jit: bool):
   seeds = iter(range(1000))
 
   def net():
-    return build_model(args.model, num_classes=10, input_shape=shape, seed=next(seeds))
+    model = build_model(args.model, num_classes=10, input_shape=shape, seed=next(seeds))
+    return with_keras_leaky_relu(keras, model) if keras_lrelu else model
 
   def sgd():
     opt = keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
@@ -124,22 +149,31 @@ def build_cases(tf, keras, args, element: Element, jit: bool):
       logs = train_function(iterator)
       return {k: float(v) for k, v in logs.items()}
 
-    return step, model.trainable_variables + model.non_trainable_variables
+    return (step, model.trainable_variables + model.non_trainable_variables,
+            lambda: train_function.get_concrete_function(iterator))
+
+  sfx = KERAS_LRELU if keras_lrelu else ""
+  wanted = lambda name: only is None or name + sfx == only  # pylint: disable=unnecessary-lambda-assignment
 
   mpl_data = ((e.x_l, e.y_l), (e.u_weak, e.u_strong))
   for variant in args.variants.split(","):
+    if not wanted(f"mpl/{variant}"):
+      continue
     mode, _, extra = variant.partition("+")
     options = dict(uda) if extra == "uda" else {}
     model = MetaPseudoLabelsModel(teacher=net(), student=net(), pseudo_labels="sample" if mode == "hard" else "soft",
                                   label_smoothing=0.15, **options)
     model.compile(teacher_optimizer=sgd(), student_optimizer=sgd(), jit_compile=jit)
-    cases[f"mpl/{variant}"] = keras_case(model, mpl_data)
+    cases[f"mpl/{variant}{sfx}"] = keras_case(model, mpl_data)
 
-  supervised = SupervisedModel(net())
-  supervised.compile(optimizer=sgd(), jit_compile=jit)
-  x_all = tf.concat([e.x_l, e.u_weak, e.u_strong], 0)
-  y_all = tf.concat([e.y_l, tf.zeros([2 * e.u_weak.shape[0]], tf.int32)], 0)
-  cases["supervised"] = keras_case(supervised, (x_all, y_all))
+  if wanted("supervised"):
+    supervised = SupervisedModel(net())
+    supervised.compile(optimizer=sgd(), jit_compile=jit)
+    x_all = tf.concat([e.x_l, e.u_weak, e.u_strong], 0)
+    y_all = tf.concat([e.y_l, tf.zeros([2 * e.u_weak.shape[0]], tf.int32)], 0)
+    cases[f"supervised{sfx}"] = keras_case(supervised, (x_all, y_all))
+  if keras_lrelu or (only is not None and not only.startswith("part/")):
+    return cases
 
   # The parts, each alone, on one teacher and one student network.
   teacher, student = net(), net()
@@ -195,7 +229,8 @@ def build_cases(tf, keras, args, element: Element, jit: bool):
   }
   kept = teacher.weights + student.weights
   for name, f in parts.items():
-    cases[f"part/{name}"] = ((lambda f=f: float(f())), kept)
+    if wanted(f"part/{name}"):
+      cases[f"part/{name}"] = ((lambda f=f: float(f())), kept, f.get_concrete_function)
   return cases
 
 
@@ -213,27 +248,6 @@ def parts_of(variant):
   return counts
 
 
-def _vm_kib(field):
-  with open("/proc/self/status") as f:
-    return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
-
-
-def peak_memory_mib(tf, step, how):
-  """Peak memory of one step above what was allocated before it, in MiB (see the module docstring); on a machine
-  with a GPU, the allocator figure is the GPU's."""
-  if how == "rss":
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-    before = _vm_kib("VmRSS")
-    step()
-    return (_vm_kib("VmHWM") - before) / 1024
-  device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
-  tf.config.experimental.reset_memory_stats(device)
-  before = tf.config.experimental.get_memory_info(device)["current"]
-  step()
-  return (tf.config.experimental.get_memory_info(device)["peak"] - before) / 2**20
-
-
 def main(argv=None):
   args = _parse(argv)
   if args.from_json:
@@ -242,19 +256,23 @@ def main(argv=None):
     print(f"{report['command']}\n{report['machine']}, TensorFlow {report['tensorflow']}")
     print(render(report))
     return report
-  if args.memory == "allocator":
-    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
   keras.mixed_precision.set_global_policy(args.precision)
 
   unlabeled = args.batch_size * args.uda_ratio
   element = Element(tf, args.batch_size, unlabeled, args.image_size, 10)
+  if args.isolated_case:
+    step, _, trace = build_cases(tf, keras, args, element, bool(args.isolated_jit), only=args.isolated_case,
+                                 keras_lrelu=args.isolated_case.endswith(KERAS_LRELU))[args.isolated_case]
+    step_memory.report_here(step_memory.measure_here(tf, step, trace, args.warmup, args.isolated_view))
+    return None
   jits = {"off": [False], "on": [True], "both": [False, True]}[args.jit]
   cases = {}
   for jit in jits:
-    for name, case in build_cases(tf, keras, args, element, jit).items():
-      cases[(name, jit)] = case
+    for keras_lrelu in [False] + ([True] if args.compare_keras_leaky_relu else []):
+      for name, case in build_cases(tf, keras, args, element, jit, keras_lrelu=keras_lrelu).items():
+        cases[(name, jit)] = case
   keys = list(cases)
   print(f"{args.model} {args.image_size}x{args.image_size}, B={args.batch_size}, U={unlabeled} in two views: "
         f"{element.num_images} images an element; {len(keys)} cases, {args.warmup} warmup + {args.steps} timed "
@@ -274,7 +292,12 @@ def main(argv=None):
     print(f"round {round_ + 1}/{args.warmup + args.steps}{' (warmup)' if round_ < args.warmup else ''}: "
           f"{time.perf_counter() - start_round:.0f} s", flush=True)
 
-  memory = {key: peak_memory_mib(tf, cases[key][0], args.memory) for key in keys}
+  views = step_memory.VIEWS if args.memory == "both" else (args.memory,)
+  script, child_args = os.path.abspath(__file__), step_memory.child_argv(sys.argv[1:] if argv is None else argv)
+  memory = {}
+  for key in keys:
+    memory[key] = {view: step_memory.measure(script, child_args, key[0], key[1], view) for view in views}
+    print(f"memory {_case_name(*key)}: " + ", ".join(f"{v} {m:.0f} MiB" for v, m in memory[key].items()), flush=True)
   state = {key: sum(v.shape.num_elements() * v.dtype.size for v in cases[key][1]) / 2**20 for key in keys}
   report = {"command": "python tools/benchmark_step.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}",
@@ -282,11 +305,13 @@ def main(argv=None):
             "batch_size": args.batch_size, "unlabeled_batch_size": unlabeled, "images_per_step": element.num_images,
             "warmup": args.warmup, "steps": args.steps, "memory": args.memory, "variants": args.variants.split(","),
             "jit": [bool(j) for j in jits], "precision": args.precision,
+            "compare_keras_leaky_relu": args.compare_keras_leaky_relu,
             "devices": [d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"] or ["CPU"],
             "cases": {}}
   for (name, jit), t in times.items():
     report["cases"][_case_name(name, jit)] = {
-        "all_s": t, "all_cpu_s": cpu_times[(name, jit)], "peak_mib": memory[(name, jit)],
+        "all_s": t, "all_cpu_s": cpu_times[(name, jit)], **{f"{v}_mib": m for v, m in memory[(name, jit)].items()},
+        "peak_mib": memory[(name, jit)].get("allocator", memory[(name, jit)].get("rss")),
         "weights_mib": state[(name, jit)]}
   text = render(report)
   print(text)
@@ -312,6 +337,16 @@ def render(report) -> str:
   cpu = {k: statistics.median(v["all_cpu_s"]) for k, v in cases.items()}
   best = {k: min(v["all_s"]) for k, v in cases.items()}
   report["mpl"] = {}
+  views = [v for v in ("allocator", "rss") if all(f"{v}_mib" in case for case in cases.values())]
+  if not views:  # a JSON written before both views existed: its single peak_mib
+    views = ["peak"]
+
+  def mib(key):
+    return ", ".join(f"{cases[key][f'{v}_mib']:.0f}" for v in views)
+
+  def mem_ratio(key, sup):
+    return ", ".join(f"{cases[key][f'{v}_mib'] / cases[sup][f'{v}_mib']:.2f}" for v in views)
+
   lines = []
   for jit in report["jit"]:
     c = lambda name: _case_name(name, jit)  # pylint: disable=unnecessary-lambda-assignment,cell-var-from-loop
@@ -319,8 +354,8 @@ def render(report) -> str:
     lines += [f"\njit {'on' if jit else 'off'}: {report['steps']} interleaved rounds. wall = median wall-clock "
               f"s/step, cpu = median process CPU s/step, best = fastest wall s/step; images/s = {n_img} / wall",
               "| step | wall | images/s | cpu | best | / parts: wall, cpu, best | / supervised: wall, cpu, best "
-              "| peak MiB |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| peak MiB: " + ", ".join(views) + " | memory / supervised |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for variant in report["variants"]:
       key, counts = c(f"mpl/{variant}"), parts_of(variant)
       parts = {kind: sum(n * table[c(f"part/{p}")] for p, n in counts.items())
@@ -331,24 +366,35 @@ def render(report) -> str:
           "s_per_step": med[key], "images_per_s": n_img / med[key], "cpu_s_per_step": cpu[key],
           "best_s_per_step": best[key], "parts": counts, "sum_of_parts": parts,
           "ratio_to_parts": dict(zip(("wall", "cpu", "best"), to_parts)),
-          "ratio_to_supervised": dict(zip(("wall", "cpu", "best"), to_sup)), "peak_mib": cases[key]["peak_mib"]}
+          "ratio_to_supervised": dict(zip(("wall", "cpu", "best"), to_sup)), "peak_mib": cases[key]["peak_mib"],
+          "memory_to_supervised": {v: cases[key][f"{v}_mib"] / cases[sup][f"{v}_mib"] for v in views}}
       lines.append(f"| mpl/{variant} | {med[key]:.2f} | {n_img / med[key]:.0f} | {cpu[key]:.2f} | {best[key]:.2f} | "
                    + ", ".join(f"{r:.2f}" for r in to_parts) + " | " + ", ".join(f"{r:.2f}" for r in to_sup)
-                   + f" | {cases[key]['peak_mib']:.0f} |")
+                   + f" | {mib(key)} | {mem_ratio(key, sup)} |")
     lines.append(f"| supervised ({n_img} images) | {med[sup]:.2f} | {n_img / med[sup]:.0f} | {cpu[sup]:.2f} | "
-                 f"{best[sup]:.2f} | | 1, 1, 1 | {cases[sup]['peak_mib']:.0f} |")
+                 f"{best[sup]:.2f} | | 1, 1, 1 | {mib(sup)} | 1 |")
     for name in PART_NAMES:
       key = c(f"part/{name}")
       lines.append(f"| part/{name} | {med[key]:.2f} | | {cpu[key]:.2f} | {best[key]:.2f} | | "
                    f"{med[key] / med[sup]:.2f}, {cpu[key] / cpu[sup]:.2f}, {best[key] / best[sup]:.2f} | "
-                   f"{cases[key]['peak_mib']:.0f} |")
+                   f"{mib(key)} | {mem_ratio(key, sup)} |")
   if len(report["jit"]) == 2:
     names = [f"mpl/{v}" for v in report["variants"]] + ["supervised"]
     lines.append("\njit on / jit off (wall, cpu, best): " + ", ".join(
         f"{n} {med[n + ' jit'] / med[n]:.2f}, {cpu[n + ' jit'] / cpu[n]:.2f}, {best[n + ' jit'] / best[n]:.2f}"
         for n in names))
-  lines.append("\npeak MiB: " + ("TF CPU allocator (BFC) peak during one step above what was allocated before it"
-                                  if report["memory"] == "allocator" else "process VmHWM growth during one step"))
+  if report.get("compare_keras_leaky_relu"):
+    lines.append("\nours / Keras' LeakyReLU, same run (cpu, best, " + ", ".join(views) + "); memory / supervised "
+                 "with Keras' LeakyReLU (" + ", ".join(views) + "):")
+    for jit in report["jit"]:
+      sup = _case_name("supervised" + KERAS_LRELU, jit)
+      for name in [f"mpl/{v}" for v in report["variants"]] + ["supervised"]:
+        new, old = _case_name(name, jit), _case_name(name + KERAS_LRELU, jit)
+        lines.append(f"- {new}: {cpu[new] / cpu[old]:.2f}, {best[new] / best[old]:.2f}, " + ", ".join(
+            f"{cases[new][f'{v}_mib'] / cases[old][f'{v}_mib']:.2f}" for v in views) + f"; {mem_ratio(old, sup)}")
+  lines.append("\npeak MiB, each case alone in a fresh process (tools/step_memory.py): allocator = TensorFlow's "
+               "allocator peak in one step above what was allocated before it; rss = the process's peak RSS over "
+               "warm-up + 1 steps above its RSS once the case was built and traced")
   return "\n".join(lines)
 
 
