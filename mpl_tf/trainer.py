@@ -5,7 +5,8 @@ Keras `fit` owns its data iterator, so it cannot checkpoint the position in the 
 `steps_per_execution` train steps per call), and checkpoints the iterator together with the model: networks,
 EMA student, both optimizers, the step and the MPL baseline. Re-running the same phase restores the latest
 checkpoint and continues at the same step and, as far as `tf.data` can checkpoint the pipeline, at the same
-element. A non-finite metric stops the phase before anything after the last good checkpoint is saved.
+element. The iterator is checkpointed symbolically (positions, not buffered elements; `cache()` cannot be saved
+so). A non-finite metric stops the phase before anything after the last good checkpoint is saved.
 """
 import math
 import os
@@ -46,9 +47,12 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
   """
   if checkpoint_iterator:
     # Random augmentation ops keep state outside the pipeline, which tf.data cannot save: save the position
-    # (files, shuffle buffers, counters) and let those ops draw afresh after a resume.
+    # (files, counters, any shuffle buffer) and let those ops draw afresh after a resume. Symbolically: the
+    # prefetched batches and in-flight map results are recomputed after a restore instead of stored (in a
+    # recipe's checkpoint they were most of its size: docs in BENCHMARKS.md, "Checkpoint sizes").
     options = tf.data.Options()
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    options.experimental_symbolic_checkpoint = True
     dataset = dataset.with_options(options)
   iterator = layout.iterator(dataset, layout.mesh_of(model))  # iter(dataset) off a DTensor mesh
   objects = {"model": model}

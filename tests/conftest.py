@@ -28,6 +28,31 @@ def train(workdir, gin_files, *bindings, flags=(), timeout=600):
                         timeout=timeout, check=False)
 
 
+# `python -m mpl_tf.train` that SIGKILLs itself right after phase PHASE's checkpoint at step KILL_AT is on disk:
+# the kill lands at a known point whatever the machine's load (polling for files from outside races the writer).
+_KILLED_TRAIN = """
+import os, signal, sys
+import tensorflow as tf
+save = tf.train.CheckpointManager.save
+def save_then_die(self, *args, **kwargs):
+  path = save(self, *args, **kwargs)
+  if kwargs.get("checkpoint_number") == {kill_at} and self.directory.endswith({phase!r}):
+    os.kill(os.getpid(), signal.SIGKILL)
+  return path
+tf.train.CheckpointManager.save = save_then_die
+from absl import app
+from mpl_tf import train
+app.run(train.main)
+"""
+
+
+def train_killed_at(kill_at, workdir, gin_files, *bindings, phase="mpl", timeout=600):
+  """`train`, killed (SIGKILL) right after `phase` saved its checkpoint at step `kill_at`; the finished process."""
+  program = _KILLED_TRAIN.format(kill_at=int(kill_at), phase=os.sep + phase)
+  return subprocess.run([sys.executable, "-c", program] + command(workdir, gin_files, bindings)[3:], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout, check=False)
+
+
 @pytest.fixture
 def float64():
   """Builds models in float64 for gradient checks against finite differences, then restores float32.

@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import run_lib  # pylint: disable=wrong-import-position
 
-from tests.conftest import command, train  # pylint: disable=wrong-import-position
+from tests.conftest import train, train_killed_at  # pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope="module")
@@ -125,31 +125,14 @@ def final_weights(workdir):
           if name.startswith("model/") and "ITERATOR" not in name}
 
 
-# `python -m mpl_tf.train` that SIGKILLs itself right after the MPL phase's checkpoint at step KILL_AT is on disk:
-# the kill lands at a known point whatever the machine's load (polling for files from outside races the writer).
-KILL_AT = 300
-KILLED_TRAIN = f"""
-import os, signal, sys
-import tensorflow as tf
-save = tf.train.CheckpointManager.save
-def save_then_die(self, *args, **kwargs):
-  path = save(self, *args, **kwargs)
-  if kwargs.get("checkpoint_number") == {KILL_AT} and self.directory.endswith("mpl"):
-    os.kill(os.getpid(), signal.SIGKILL)
-  return path
-tf.train.CheckpointManager.save = save_then_die
-from absl import app
-from mpl_tf import train
-app.run(train.main)
-"""
+KILL_AT = 300  # the MPL phase's checkpoint after which the interrupted run is killed
 
 
 def test_a_run_killed_in_the_middle_resumes_to_the_same_weights(tmp_path):
   straight = tmp_path / "straight"
   assert train(straight, RESUME, *RESUME_BINDINGS).returncode == 0
   killed = tmp_path / "killed"
-  proc = subprocess.run([sys.executable, "-c", KILLED_TRAIN] + command(killed, RESUME, RESUME_BINDINGS)[3:],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  proc = train_killed_at(KILL_AT, killed, RESUME, *RESUME_BINDINGS)
   assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
   interrupted_at = tf.train.latest_checkpoint(str(killed / "checkpoints" / "mpl"))
   assert interrupted_at.endswith(f"ckpt-{KILL_AT}") and not (killed / "metrics.json").exists()

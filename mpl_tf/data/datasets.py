@@ -197,7 +197,8 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
     noise_stddev: two_moons only: Gaussian noise on the strong view (0: strong = weak = the raw points).
     image_size: ImageNet / folder: side of the square images fed to the model.
     data_dir: TFDS data directory. path / unlabeled_path / test_path: folder or .npz inputs.
-    shuffle_buffer: shuffle buffer of TFDS data; in-memory and folder data are fully reshuffled every epoch.
+    shuffle_buffer: TFDS data too large to hold in memory is permuted in windows of this many encoded examples
+      (`sources.window_shuffled`); in-memory, folder and small TFDS sets are fully reshuffled every epoch.
 
   Raises:
     ValueError: unknown name (the message lists the known ones) or a split that cannot be made.

@@ -29,8 +29,11 @@ def random_resized_crop(size: int, area_range=(0.08, 1.0), aspect_ratio_range=(3
   """Inception-style random crop resized to size x size: ImageNet's training-time translation and scale."""
 
   def prepare(image: tf.Tensor) -> tf.Tensor:
-    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+    # The stateful op refuses to run under op determinism (the run enables it) without a fixed seed, which would
+    # give every stream the same crops: draw a seed per image, as the other augmentation ops draw their values.
+    seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=seed,
         min_object_covered=0.1, aspect_ratio_range=aspect_ratio_range, area_range=area_range,
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     crop = tf.slice(image, begin, crop_size)

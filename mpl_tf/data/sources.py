@@ -143,6 +143,34 @@ def shuffled_indices(indices: np.ndarray, seed: int) -> tf.data.Dataset:
   return tf.data.Dataset.counter().map(pick)
 
 
+def window_shuffled(examples: tf.data.Dataset, window: int, seed: int) -> tf.data.Dataset:
+  """An infinite stream permuted within consecutive windows of `window` elements: for streams too big to hold.
+
+  Window k (counted from the start of the stream, across epochs) is reordered by the stateless permutation
+  `index_shuffle(seed=(seed, k))`, so the order is a function of `seed` and the input order alone. Unlike
+  `shuffle(window)`, whose checkpoint holds its whole buffer (ImageNet: 10,000 encoded JPEGs, about 1 GB), a
+  symbolic checkpoint of this stream (`tf.data.Options.experimental_symbolic_checkpoint`, as the trainer saves)
+  holds only positions; a restore re-reads the current window. Each element moves only within its window, as it
+  would move about a buffer's length in a shuffle: feed it an input that is already in random order (TFDS files
+  are shuffled when prepared, and their order is reshuffled every epoch).
+
+  Args:
+    examples: an infinite dataset (repeat it first); its elements may be any structure.
+    window: elements a window; they are held in memory together.
+    seed: the permutations derive from it.
+  """
+  if window < 1:
+    raise ValueError(f"window must be a positive integer, got {window!r}")
+  base = tf.constant(int(seed), tf.int64)
+
+  def permute(k, batch):
+    order = tf.random.experimental.index_shuffle(tf.range(window, dtype=tf.int64), seed=tf.stack([base, k]),
+                                                 max_index=window - 1)
+    return tf.nest.map_structure(lambda t: tf.gather(t, order), batch)
+
+  return examples.batch(window, drop_remainder=True).enumerate().map(permute).unbatch()
+
+
 def _check_same_shape(name: str, what: str, x: np.ndarray, shape: Tuple[int, ...]):
   if tuple(x.shape[1:]) != tuple(shape):
     raise ValueError(f"{name}: {what} images have shape {tuple(x.shape[1:])}, training images {tuple(shape)}; "

@@ -4,8 +4,16 @@ Nothing is ever downloaded: datasets are loaded with `download=False`, and a mis
 `DatasetNotPreparedError` that says how to prepare it (TFDS's `download=True` retries for minutes on a machine
 without internet). The pool split is addressed by position: one pass reads every label (the image bytes are
 not decoded, and on a prepared dataset the labels are cached beside it as .npy), then a subset is read back by
-enumerating the split in its fixed file order and keeping the wanted positions. Images are shuffled while
-still encoded and decoded in a parallel map, which keeps ImageNet's shuffle buffer small.
+enumerating the split in its fixed file order and keeping the wanted positions.
+
+The training streams are shuffled while the images are still encoded and decoded after, in a parallel map, and
+in a way whose checkpoint holds positions, not examples (the trainer checkpoints its data iterator; a `shuffle`
+buffer of ImageNet JPEGs would put about 1 GB into every checkpoint):
+  - a subset of the pool small enough (`CACHE_LIMIT` examples, `MEMORY_LIMIT_BYTES`) is read once into memory,
+    still encoded, and streamed as `sources.shuffled_indices` streams arrays: fully reshuffled every epoch;
+  - a larger one, a whole split (ImageNet's unlabeled train) and an extra split (SVHN's `extra`) are read from
+    disk every epoch and permuted in windows of `shuffle_buffer` examples (`sources.window_shuffled`); whole
+    and extra splits also have their file order reshuffled every epoch.
 """
 import logging
 import os
@@ -15,13 +23,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mpl_tf.data.sources import Source
+from mpl_tf.data.sources import Source, shuffled_indices, window_shuffled
 
 log = logging.getLogger(__name__)
 
-# Above this many examples a subset of the pool is re-read each epoch instead of cached in memory, still
-# encoded (ImageNet-10%'s 128k labeled images, SVHN's 72k unlabeled train images).
+# A subset of the pool of at most this many examples and bytes is held in memory, still encoded (CIFAR-10's
+# 41k unlabeled PNGs, ~100 MB); a larger one is re-read from disk each epoch (ImageNet-10%'s 128k labeled images,
+# SVHN's 72k unlabeled train images).
 CACHE_LIMIT = 50_000
+MEMORY_LIMIT_BYTES = 256 * 2**20
 
 _PREPARE_HINTS = {
     "imagenet2012": (
@@ -72,6 +82,7 @@ class TfdsSource(Source):
     self._extra_splits = tuple(extra_splits)
     self._test_split = test_split
     self._cache_labels = cache_labels
+    self._memory = {}
     self.pool_labels = self.labels(pool_split)
     self._extra_sizes = [self._num_examples(s) for s in self._extra_splits]
     self.num_extra_unlabeled = int(sum(self._extra_sizes))
@@ -139,36 +150,64 @@ class TfdsSource(Source):
 
   def examples(self, indices: np.ndarray) -> tf.data.Dataset:
     decode = self._decode
-    return self._subset(indices).map(lambda x, y: (decode(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    # The filter hides the size, which Keras' evaluate needs with steps_per_execution > 1: state it.
+    ds = self._subset(indices).apply(tf.data.experimental.assert_cardinality(len(indices)))
+    return ds.map(lambda x, y: (decode(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _fits_in_memory(self, indices: np.ndarray) -> bool:
+    """Whether the encoded pool examples at `indices` are few and small enough to hold in memory."""
+    if len(indices) > CACHE_LIMIT:
+      return False
+    split = self._builder.info.splits.get(self._pool_split) if self._builder.info.splits else None
+    if split is None or not split.num_examples or not split.num_bytes:
+      return True  # under mock data: no sizes recorded, and a count within CACHE_LIMIT
+    return len(indices) * split.num_bytes / split.num_examples <= MEMORY_LIMIT_BYTES
+
+  def _in_memory(self, indices: np.ndarray):
+    """`(encoded images, labels)` of the pool examples at `indices` in file order, read once per index set."""
+    key = np.asarray(indices, np.int64).tobytes()
+    if key not in self._memory:
+      images, labels = [], []
+      for x, y in self._subset(indices).batch(4096):
+        images.extend(x.numpy())
+        labels.append(y.numpy())
+      labels = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+      self._memory[key] = (np.array(images, dtype=object), labels)  # the labeled set serves MPL and finetuning
+    return self._memory[key]
+
+  def _stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int, with_labels: bool) -> tf.data.Dataset:
+    """Infinite, shuffled encoded `(image, label)` or `image` stream of the pool examples at `indices`."""
+    if self._fits_in_memory(indices):  # full reshuffle every epoch, position = a counter
+      images, labels = self._in_memory(indices)
+      images, labels = tf.constant(images, tf.string), tf.constant(labels, tf.int32)
+      order = shuffled_indices(np.arange(len(labels)), seed)
+      if with_labels:
+        return order.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+      return order.map(lambda i: tf.gather(images, i))
+    if len(indices) == len(self.pool_labels) and not with_labels:  # the whole split: shuffled file order
+      ds = self._load(self._pool_split, shuffle_seed=seed).map(lambda e: e["image"])
+    else:
+      ds = self._subset(indices)
+      if not with_labels:
+        ds = ds.map(lambda x, y: x)
+    return window_shuffled(ds.repeat(), max(1, min(shuffle_buffer, len(indices))), seed)
 
   def labeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
-    ds = self._subset(indices)
-    if len(indices) <= CACHE_LIMIT:
-      ds = ds.cache()
-      shuffle_buffer = len(indices)
-    ds = ds.shuffle(max(1, min(shuffle_buffer, len(indices))), seed=seed, reshuffle_each_iteration=True).repeat()
     decode = self._decode
-    return ds.map(lambda x, y: (decode(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return self._stream(indices, seed, shuffle_buffer, with_labels=True).map(
+        lambda x, y: (decode(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
   def unlabeled_stream(self, indices: np.ndarray, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
     parts, sizes = [], []
     if len(indices):
-      if len(indices) == len(self.pool_labels):  # the whole split: no filtering, shuffled file order
-        pool = self._load(self._pool_split, shuffle_seed=seed).map(lambda e: e["image"])
-      else:
-        pool = self._subset(indices).map(lambda x, y: x)
-        if len(indices) <= CACHE_LIMIT:  # CIFAR-10's 41k encoded images (~100 MB): cache, shuffle fully
-          pool = pool.cache()
-          shuffle_buffer = max(shuffle_buffer, len(indices))
-      parts.append(pool)
+      parts.append(self._stream(indices, seed, shuffle_buffer, with_labels=False))
       sizes.append(len(indices))
     for k, (split, size) in enumerate(zip(self._extra_splits, self._extra_sizes)):
-      parts.append(self._load(split, shuffle_seed=seed + 1 + k).map(lambda e: e["image"]))
+      extra = self._load(split, shuffle_seed=seed + 1 + k).map(lambda e: e["image"]).repeat()
+      parts.append(window_shuffled(extra, max(1, min(shuffle_buffer, size)), seed + 7 * (k + 1)))
       sizes.append(size)
     if not parts or not sum(sizes):
       raise ValueError(f"{self.name}: no unlabeled examples")
-    parts = [p.shuffle(shuffle_buffer, seed=seed + 7 * k, reshuffle_each_iteration=True).repeat()
-             for k, p in enumerate(parts)]
     if len(parts) == 1:
       ds = parts[0]
     else:  # draw from the parts in proportion to their sizes, so SVHN's extra is mixed with train throughout

@@ -1,0 +1,126 @@
+"""TFDS sources on generated datasets written to disk (`tools/generated_tfds.py`), where mock data cannot go:
+the real feature specs on files, and training streams whose checkpoint holds a position, not examples."""
+import os
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mpl_tf.data import build_dataset, tfds_source
+from mpl_tf.data.sources import window_shuffled
+from tests.conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import generated_tfds  # pylint: disable=wrong-import-position
+
+# name: (stored image bytes start with, image shape, classes, splits)
+REAL = {
+    "svhn_cropped": (b"\x89PNG", (32, 32, 3), 10, {"train", "test", "extra"}),
+    "cifar10": (b"\x89PNG", (32, 32, 3), 10, {"train", "test"}),
+    "imagenet2012": (b"\xff\xd8", (None, None, 3), 1000, {"train", "validation"}),  # JPEG
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tfds"))
+  generated_tfds.write(path, scale=0.5)
+  return path
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_generated_files_have_the_real_features_and_split_names(data_dir, name):
+  magic, shape, classes, split_names = REAL[name]
+  builder = tfds.builder(name, data_dir=data_dir)
+  assert builder.is_prepared() and str(builder.version) == str(tfds.builder_cls(name).VERSION)
+  features = builder.info.features
+  assert features["image"].shape == shape
+  assert features["label"].num_classes == classes and set(builder.info.splits) == split_names
+  files = os.listdir(builder.data_dir)
+  assert any(f.startswith(f"{name}-train.tfrecord") for f in files)
+  example = next(iter(tfds.load(name, split="train", data_dir=data_dir, download=False)))
+  assert example["image"].dtype == tf.uint8 and example["image"].shape[-1] == 3
+  assert 0 <= int(example["label"]) < classes
+  stored = next(iter(tfds.load(name, split="train", data_dir=data_dir, download=False,
+                               decoders={"image": tfds.decode.SkipDecoding()})))
+  assert stored["image"].numpy().startswith(magic)
+
+
+def _options():
+  """What the trainer sets on the dataset it checkpoints."""
+  options = tf.data.Options()
+  options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+  options.experimental_symbolic_checkpoint = True
+  return options
+
+
+def _resumes_at_the_same_element(dataset, skip, count, compare):
+  """Checkpoints an iterator after `skip` elements, restores it into a fresh one and compares the next `count`
+  elements (`compare(a, b)`); returns the checkpoint's bytes."""
+  dataset = dataset.with_options(_options())
+  it = iter(dataset)
+  for _ in range(skip):
+    next(it)
+  folder = tempfile.mkdtemp()
+  path = tf.train.Checkpoint(iterator=it).save(os.path.join(folder, "ckpt"))
+  expected = [next(it) for _ in range(count)]
+  restored = iter(dataset)
+  tf.train.Checkpoint(iterator=restored).restore(path)
+  for a, b in zip(expected, (next(restored) for _ in range(count))):
+    compare(a, b)
+  return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+
+
+def _equal(a, b):
+  for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+    np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+@pytest.mark.parametrize("name, in_memory", [("cifar10", True), ("cifar10", False), ("svhn_cropped", False),
+                                             ("imagenet2012", False)])
+def test_source_streams_resume_at_the_same_example_from_a_checkpoint_of_positions(data_dir, name, in_memory,
+                                                                                   monkeypatch):
+  if not in_memory:  # read from disk every epoch and permuted in windows
+    monkeypatch.setattr(tfds_source, "CACHE_LIMIT", 0)
+  source = tfds_source.TfdsSource(name, data_dir=data_dir, test_split=None)
+  pool = np.arange(len(source.pool_labels))
+  labeled, unlabeled = pool[::3], pool if name == "imagenet2012" else np.setdiff1d(pool, pool[::3])
+  # past an epoch of the labeled set (50 examples) and into a later window of 16
+  size = _resumes_at_the_same_element(source.labeled_stream(labeled, seed=1, shuffle_buffer=16), 70, 40, _equal)
+  assert size < 20_000
+  size = _resumes_at_the_same_element(source.unlabeled_stream(unlabeled, seed=2, shuffle_buffer=16), 170, 40, _equal)
+  assert size < 40_000  # SVHN: two parts (train and extra) and the sampler's state
+  assert int(source.examples(labeled).cardinality()) == len(labeled)  # Keras' evaluate needs it
+
+
+def test_the_training_batches_resume_with_the_same_labels(data_dir):
+  """The whole MPL pipeline (decoding, random augmentation, batching, prefetch): after a restore the labels go
+  on as before; the images differ only by the augmentation ops' fresh draws."""
+  data = build_dataset("cifar10_4k", num_labeled=40, num_validation=10, batch_size=4, uda_ratio=2, seed=0,
+                       data_dir=data_dir)
+  shapes = []
+
+  def same_labels(a, b):
+    np.testing.assert_array_equal(a[0][1].numpy(), b[0][1].numpy())
+    shapes.append(b[1][0].shape)
+
+  assert _resumes_at_the_same_element(data.train, 13, 12, same_labels) < 20_000
+  assert shapes[0] == (8, 32, 32, 3)
+
+
+def test_window_shuffle_permutes_each_window_and_depends_only_on_the_seed():
+  stream = tf.data.Dataset.range(12).repeat()
+
+  def first(seed, count=36):
+    return [int(x) for x in window_shuffled(stream, 4, seed).take(count)]
+
+  a = first(3)
+  assert a == first(3) and a != first(4)
+  for k in range(0, 36, 4):  # window k holds the k-th four inputs, reordered
+    assert sorted(a[k:k + 4]) == [(k + i) % 12 for i in range(4)]
+  assert a[:12] != list(range(12)) and a[:12] != a[12:24]  # reordered, and differently in every epoch
+  with pytest.raises(ValueError, match="window"):
+    window_shuffled(stream, 0, 1)
