@@ -5,6 +5,7 @@ strong: 16 + 2 * 112 = 240 images an element), it times, interleaved in one proc
 the same machine load:
   mpl/hard, mpl/hard+uda, mpl/soft, mpl/soft+uda   the real `MetaPseudoLabelsModel` train function (sampled or
                                                    soft pseudo labels; the teacher's UDA term off or on)
+  mpl/hard+lean, mpl/hard+uda+lean                 the same with teacher_backward='before_student' (--variants)
   supervised                                       `SupervisedModel` on all 240 images of the element
   part/...                                         each forward / backward pass the MPL step needs, alone:
     teacher_uda      teacher forward + backward + update on [x_l, x_u_weak, x_u_strong] (240 images), sup. + UDA
@@ -62,7 +63,9 @@ def _parse(argv):
   parser.add_argument("--warmup", type=int, default=3, help="untimed rounds (tracing, XLA compilation)")
   parser.add_argument("--steps", type=int, default=5, help="timed rounds; each case's median is reported")
   parser.add_argument("--jit", choices=["off", "on", "both"], default="both")
-  parser.add_argument("--variants", default="hard,hard+uda,soft,soft+uda", help="MPL variants to time")
+  parser.add_argument("--variants", default="hard,hard+uda,soft,soft+uda",
+                      help="MPL variants to time: hard or soft, then +uda (the teacher's UDA term) and/or +lean "
+                      "(teacher_backward='before_student', hard labels only)")
   parser.add_argument("--memory", choices=["allocator", "rss", "both"], default="both",
                       help="each case's peak memory, measured alone in a fresh process: allocator (TensorFlow's "
                       "allocator on GPU:0 when there is one, else CPU:0), rss (the process's peak RSS) or both")
@@ -159,8 +162,10 @@ def build_cases(tf, keras, args, element: Element, jit: bool, only=None, keras_l
   for variant in args.variants.split(","):
     if not wanted(f"mpl/{variant}"):
       continue
-    mode, _, extra = variant.partition("+")
-    options = dict(uda) if extra == "uda" else {}
+    mode, *extras = variant.split("+")
+    options = dict(uda) if "uda" in extras else {}
+    if "lean" in extras:
+      options["teacher_backward"] = "before_student"
     model = MetaPseudoLabelsModel(teacher=net(), student=net(), pseudo_labels="sample" if mode == "hard" else "soft",
                                   label_smoothing=0.15, **options)
     model.compile(teacher_optimizer=sgd(), student_optimizer=sgd(), jit_compile=jit)
@@ -242,9 +247,12 @@ PARTS = {
 
 
 def parts_of(variant):
-  mode, _, extra = variant.partition("+")
+  """The parts a variant's step is made of: 'hard' or 'soft', then '+uda' and/or '+lean' (the step with
+  teacher_backward='before_student', whose second teacher backward pass is not a part: its MPL / parts ratio
+  shows what it costs)."""
+  mode, *extras = variant.split("+")
   counts = dict(PARTS[mode])
-  counts["teacher_uda" if extra == "uda" else "teacher_sup"] = 1
+  counts["teacher_uda" if "uda" in extras else "teacher_sup"] = 1
   return counts
 
 

@@ -196,7 +196,10 @@ class SemiSupervisedModel(keras.Model):
     Returns the clipped gradients *before* `stop_gradient`: inside an outer tape (MPL's soft labels) the
     caller can differentiate through them, while the optimizer only ever sees constants.
     """
-    grads = self._gradients(tape, loss, variables, optimizer)
+    return self._apply_gradients(self._gradients(tape, loss, variables, optimizer), variables, optimizer)
+
+  def _apply_gradients(self, grads, variables, optimizer):
+    """clip (`grad_clip_norm`) -> apply, for gradients already taken; returns the clipped ones (see `_apply`)."""
     if self.grad_clip_norm > 0:
       grads, _ = tf.clip_by_global_norm(grads, self.grad_clip_norm)
     optimizer.apply_gradients(zip([None if g is None else tf.stop_gradient(g) for g in grads], variables))

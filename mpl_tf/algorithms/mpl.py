@@ -36,6 +36,7 @@ from mpl_tf.keras import keras
 from mpl_tf.schedules import learning_rate_at
 
 FEEDBACK_MODES = ("label_effect", "loss_difference", "dot_product")
+TEACHER_BACKWARDS = ("after_student", "before_student")
 
 
 class MetaPseudoLabelsModel(SemiSupervisedModel):
@@ -69,6 +70,12 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       None: the student's own view, as in the official code). 'weak' is MPL-pytorch's choice: the teacher is
       most accurate on the weak view, while the student still trains on its own view. The MPL term scores the
       label under the distribution it was drawn from (T on the label's view), so the estimator stays exact.
+    teacher_backward: 'after_student' (default: one teacher backward pass, after the student's step, on the
+      whole teacher loss; the teacher's activations stay in memory through the student's step) or
+      'before_student' (hard labels only: two teacher backward passes before the student steps, one for the
+      teacher's own losses and one for the MPL score term, combined once h is known; the same gradient up to
+      float rounding, the step's peak memory about that of a supervised step, at the cost of a second backward
+      pass: BENCHMARKS.md, "Memory of a step").
     ema_decay (official CIFAR: 0.995), grad_clip_norm (both networks), seed (pseudo-label sampling): as in
       `SemiSupervisedModel`.
   The student's wait (official CIFAR: 3000 steps at learning rate 0) is its learning-rate schedule's
@@ -80,7 +87,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
                baseline_decay: float = 0.99, mpl_weight: float = 1.0, teacher_supervised_weight: float = 1.0,
                label_smoothing: float = 0.0, student_label_smoothing: float = 0.0,
                uda: Optional[UDASettings] = None, student_view: str = "strong",
-               pseudo_label_view: Optional[str] = None, **kwargs):
+               pseudo_label_view: Optional[str] = None, teacher_backward: str = "after_student", **kwargs):
     super().__init__(student=student, **kwargs)
     check_choice("pseudo_labels", pseudo_labels, PSEUDO_LABEL_MODES)
     check_choice("feedback", feedback, FEEDBACK_MODES)
@@ -88,6 +95,10 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     check_choice("mpl_reduction", mpl_reduction, losses.MPL_REDUCTIONS)
     check_choice("student_view", student_view, VIEWS)
     check_choice("pseudo_label_view", pseudo_label_view, VIEWS + (None,))
+    check_choice("teacher_backward", teacher_backward, TEACHER_BACKWARDS)
+    if teacher_backward == "before_student" and pseudo_labels == "soft":
+      raise ValueError("teacher_backward='before_student' needs hard pseudo labels ('sample' or 'argmax'): with "
+                       "soft labels the teacher's gradient goes through the student's step, which must come first")
     if not 0.0 <= baseline_decay < 1.0:
       raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
     if not 0.0 <= student_label_smoothing < 1.0:
@@ -99,7 +110,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     self.student_label_smoothing = student_label_smoothing
     self.teacher_options = dict(label_smoothing=label_smoothing, supervised_weight=teacher_supervised_weight,
                                 uda=uda or NO_UDA)
-    self.student_view = student_view
+    self.student_view, self.teacher_backward = student_view, teacher_backward
     self.pseudo_label_view = pseudo_label_view or student_view
     self.step_coefficient = None  # c of the student's optimizer (`feedback.step_coefficient`), set by compile
     self.h_baseline = layout.variable(0.0, self.mesh, dtype=keras.backend.floatx(), trainable=False,
@@ -131,6 +142,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     batch = self._split(data)
     student_lr = learning_rate_at(self.student_optimizer)
     t_vars = self.teacher.trainable_variables
+    if self.teacher_backward == "before_student":
+      return self._train_step_teacher_first(batch, student_lr, t_vars)
     # Only the teacher's variables are watched, so the student's forward and update are not recorded here
     # unless they depend on the teacher's output (soft labels: the nested tape the meta-gradient needs).
     with tf.GradientTape(watch_accessed_variables=False) as t_tape:
@@ -141,6 +154,35 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       s, mpl = self._feedback(batch["x_l"], batch["y_l"], batch["u_student"], t_logits_u, student_lr)
       t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
     self._update_teacher(t_tape, t_loss, t_vars, s, mpl, student_lr)
+    for name, value in t["metrics"].items():
+      self._track(name, value)
+    return self._finish_step()
+
+  def _train_step_teacher_first(self, batch, student_lr, t_vars):
+    """`teacher_backward='before_student'`: the teacher's gradient is grad(own losses) + w (h - b) grad(score),
+    where score = reduce_i CE(y_hat_i, T(x_u_i)) is known as soon as the labels are drawn. Both gradients are
+    taken before the student steps, so the teacher's activations are freed before the student's are made."""
+    with tf.GradientTape(watch_accessed_variables=False, persistent=True) as t_tape:
+      t_tape.watch(t_vars)
+      t = self._teacher_objective(batch)
+      t_logits_u = tf.debugging.check_numerics(t["logits_u"], "MPL teacher logits on the unlabeled batch")
+      targets = layout.pseudo_labels(t_logits_u, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
+      score = losses.mpl_teacher_loss(tf.ones([], t_logits_u.dtype), targets, t_logits_u, self.mpl_reduction)
+    own = self._gradients(t_tape, t["loss"], t_vars, self.teacher_optimizer)
+    scored = self._gradients(t_tape, score, t_vars, self.teacher_optimizer)
+    del t_tape
+    # Without this the executor may run the student's step first (nothing else orders them) and hold both.
+    with tf.control_dependencies([g for g in own + scored if g is not None]):
+      x_l, y_l, u = (tf.identity(batch[k]) for k in ("x_l", "y_l", "u_student"))
+    s = self._student_step(x_l, y_l, u, targets, student_lr, need_grads_after=False)
+    s["baseline"] = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
+    advantage = tf.stop_gradient(tf.cast(s["h"] - s["baseline"], score.dtype))
+    mpl = advantage * score
+    weight = tf.cast(self.mpl_weight, score.dtype) * advantage
+    grads = [a if b is None else (b * tf.cast(weight, b.dtype) if a is None else a + b * tf.cast(weight, a.dtype))
+             for a, b in zip(own, scored)]
+    self._update_teacher(None, t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl, t_vars, s, mpl, student_lr,
+                         grads=grads)
     for name, value in t["metrics"].items():
       self._track(name, value)
     return self._finish_step()
@@ -191,10 +233,14 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, t_logits_u, self.mpl_reduction)
     return s, mpl
 
-  def _update_teacher(self, t_tape, t_loss, t_vars, s, mpl, student_lr):
-    """The teacher's update, the baseline's, the EMA student's (in `_finish_step`) and shared metrics."""
+  def _update_teacher(self, t_tape, t_loss, t_vars, s, mpl, student_lr, grads=None):
+    """The teacher's update (from the tape, or from `grads` already taken), the baseline's, the EMA student's (in
+    `_finish_step`) and shared metrics."""
     teacher_lr = learning_rate_at(self.teacher_optimizer)
-    self._apply(t_tape, t_loss, t_vars, self.teacher_optimizer)
+    if grads is None:
+      self._apply(t_tape, t_loss, t_vars, self.teacher_optimizer)
+    else:
+      self._apply_gradients(grads, t_vars, self.teacher_optimizer)
     if self.baseline_decay > 0:
       self.h_baseline.assign(losses.moving_average(self.h_baseline, s["h"], self.baseline_decay))
     self._track("teacher/loss", t_loss)
