@@ -144,14 +144,14 @@ def report(results: Sequence[ClientResult], tail: int = 3000) -> str:
 def define_flags():
   flags.DEFINE_integer("clients", 2, "how many DTensor clients (processes) to start on this machine")
   flags.DEFINE_float("timeout", 600.0, "seconds before every client still running is killed")
-  flags.DEFINE_string("log_dir", None, "directory for client<i>.log (default: a temporary directory)")
+  flags.DEFINE_string("client_logs", None, "directory for client<i>.log (default: a temporary directory)")
 
 
 def main(argv):
   command = argv[1:]  # what follows --
   if not command:
     raise SystemExit("local_clients.py: give the command after --, e.g. -- python -m mpl_tf.train ...")
-  results = launch(command, FLAGS.clients, timeout=FLAGS.timeout, log_dir=FLAGS.log_dir)
+  results = launch(command, FLAGS.clients, timeout=FLAGS.timeout, log_dir=FLAGS.client_logs)
   for r in results:
     print(f"client {r.client}: " + (f"killed ({r.why})" if r.killed else f"exit status {r.returncode}"))
   if failed(results):
