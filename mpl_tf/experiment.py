@@ -272,14 +272,18 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
     raise ValueError(f"{method}: its last phase must hand its model on (Phase.hand_on): that model is exported")
   student = model.eval_student
   metrics.update(step=int(main.global_step.numpy()), method=method, seed=seed, split=data.split_name)
+  # Gathering a sharded student onto one device is a collective: with several DTensor clients every client
+  # makes the copy (a chief gathering alone waits forever for the others), and the chief exports it.
+  plain_student = layout.single_device_copy(student, dtype="float32") if export else None
   if layout.is_chief():  # several DTensor clients share the workdir: one writes the run's files
     if export:
       from mpl_tf import export as export_lib  # pylint: disable=import-outside-toplevel
-      export_lib.export_student(student, os.path.join(workdir, "export", "student"), data,
+      export_lib.export_student(plain_student, os.path.join(workdir, "export", "student"), data,
                                 config=gin.operative_config_str())
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2, sort_keys=True)
   _write_config(workdir)
+  layout.wait_for_clients(mesh, "run_end")  # several DTensor clients: none leaves before the chief has written
   return RunResult(metrics=metrics, model=main, student=student)
 
 
@@ -307,8 +311,10 @@ def default_jit_compile() -> bool:
 
 def prepare_workdir(workdir: str, overwrite: bool = False, allow_change: bool = False):
   """`mpl_tf.workdir.prepare` for the parsed gin configuration: refuses to resume another configuration's run
-  (raises `workdir.ConfigChanged` before anything is touched); returns the differences accepted."""
-  return workdir_lib.prepare(workdir, gin.config_str(), overwrite=overwrite, allow_change=allow_change)
+  (raises `workdir.ConfigChanged` before anything is touched); returns the differences accepted. Of several
+  DTensor clients only the chief writes (`layout.is_chief`, read from DTENSOR_CLIENT_ID before TensorFlow starts)."""
+  return workdir_lib.prepare(workdir, gin.config_str(), overwrite=overwrite, allow_change=allow_change,
+                             write=layout.is_chief())
 
 
 def main_model(method: str, data, seed: int, steps: int, workdir: Optional[str] = None) -> keras.Model:

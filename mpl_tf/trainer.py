@@ -43,6 +43,8 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
   beyond 5 classes, top-5 accuracy and loss, with `<name>/teacher_minus_student` when the model scores a teacher
   too: the gap the student must close) to `workdir/summaries/<phase>`, and
   shows a Keras progress bar titled with the phase. Returns the metrics of the last logged window.
+  On a mesh of several DTensor clients every client calls this on the shared workdir: all of them save the model
+  checkpoint (DTensor saves collectively), only the chief (`layout.is_chief`) the data position and summaries.
   `jit_compile`: compile the train and evaluation steps with XLA (True / False); None keeps the model's setting.
   """
   if checkpoint_iterator:
@@ -69,7 +71,9 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
     return {}
   if verbose:
     print(f"[{phase}] step {step} of {steps}" + (" (resumed)" if step else ""), flush=True)
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "summaries", phase))
+  # Several DTensor clients train one run: the chief writes its curves, the others compute the same values.
+  writer = (tf.summary.create_file_writer(os.path.join(workdir, "summaries", phase)) if layout.is_chief()
+            else tf.summary.create_noop_writer())
   chunk = max(1, min(steps_per_execution, summary_every or steps_per_execution))
   # tf-keras builds a single-step function when steps_per_execution is 1 at build time, and a loop that
   # reads the variable otherwise: build it with the chunk so later assignments take effect.

@@ -63,7 +63,8 @@ def has_run(workdir: str) -> bool:
   return any(os.path.exists(os.path.join(workdir, name)) for name in RUN_OUTPUTS)
 
 
-def prepare(workdir: str, config_text: str, *, overwrite: bool = False, allow_change: bool = False) -> List[str]:
+def prepare(workdir: str, config_text: str, *, overwrite: bool = False, allow_change: bool = False,
+            write: bool = True) -> List[str]:
   """Makes `workdir` ready for a run of `config_text` (gin's `config_str()`); returns the differences accepted.
 
   A fresh directory gets `config.gin`. A directory holding a run of the same configuration (up to `MAY_CHANGE`)
@@ -71,8 +72,14 @@ def prepare(workdir: str, config_text: str, *, overwrite: bool = False, allow_ch
   records the new configuration; neither raises `ConfigChanged` naming the differing bindings, with nothing
   touched. A directory with a run but no recorded configuration (written before mpl_tf recorded one) counts as
   different.
+
+  `write=False` (the other clients of a multi-client DTensor run, which share the chief's workdir): the same
+  check and the same `ConfigChanged`, but nothing is deleted or written; with `overwrite` nothing is checked
+  either (the chief deletes the old run before it joins the mesh, and the others read nothing before that).
   """
   path = os.path.join(workdir, CONFIG_FILE)
+  if not write and overwrite:
+    return []
   if overwrite:
     for name in RUN_FILES:
       target = os.path.join(workdir, name)
@@ -92,6 +99,8 @@ def prepare(workdir: str, config_text: str, *, overwrite: bool = False, allow_ch
           f"{workdir} holds a run of another configuration; not resuming it. Differences (recorded -> now): "
           + "; ".join(changed) + ". Use a new --workdir, or --overwrite to delete that run and start afresh "
           "(or --allow_config_change to resume it under the new configuration on purpose).")
+  if not write:
+    return changed
   os.makedirs(workdir, exist_ok=True)
   if changed or not has_run(workdir) or not os.path.exists(path):
     tmp = path + ".tmp"

@@ -1,5 +1,6 @@
 """Shared test set-up: quiet TensorFlow, float64 on request, tiny networks for exact checks, and the training
 command line run as a user runs it."""
+import json
 import os
 import subprocess
 import sys
@@ -51,6 +52,33 @@ def train_killed_at(kill_at, workdir, gin_files, *bindings, phase="mpl", timeout
   program = _KILLED_TRAIN.format(kill_at=int(kill_at), phase=os.sep + phase)
   return subprocess.run([sys.executable, "-c", program] + command(workdir, gin_files, bindings)[3:], cwd=ROOT,
                         capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def smoke_command(workdir, labels, mesh_flags=()):
+  """`python -m mpl_tf.train` of the TwoMoon smoke run (30 MPL steps, every phase) with `labels` pseudo labels;
+  `mesh_flags` pick a mesh (`--gin_file=gin/layouts/...`, `--gin_bindings=mesh_from_config...`)."""
+  return [sys.executable, "-m", "mpl_tf.train", f"--workdir={workdir}", "--gin_file=gin/two_moons.gin",
+          "--gin_file=gin/smoke.gin", "--gin_bindings=run.steps = 30",
+          f"--gin_bindings=MetaPseudoLabelsModel.pseudo_labels = '{labels}'", *mesh_flags]
+
+
+def assert_same_run(single, other):
+  """Two finished TwoMoon runs (pathlib work directories) agree to float noise: metrics.json, every logged
+  training scalar of MPL (`teacher/loss`, `student/loss`, `mpl/h`) and the exported student's outputs."""
+  from mpl_tf import export  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.join(ROOT, "tools"))
+  import run_lib  # pylint: disable=import-outside-toplevel
+  a, b = (json.loads((d / "metrics.json").read_text()) for d in (single, other))
+  assert a.keys() == b.keys()
+  for key, value in a.items():
+    assert b[key] == (pytest.approx(value, abs=1e-5) if isinstance(value, float) else value), key
+  curves_a, curves_b = run_lib.scalars(str(single), "mpl"), run_lib.scalars(str(other), "mpl")
+  for tag in ("teacher/loss", "student/loss", "mpl/h"):
+    assert curves_a[tag].keys() == curves_b[tag].keys()
+    np.testing.assert_allclose(list(curves_b[tag].values()), list(curves_a[tag].values()), atol=1e-5, err_msg=tag)
+  points = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+  outputs = [export.load_export(str(d / "export" / "student")).predict(points)["probabilities"] for d in (single, other)]
+  np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
 
 
 @pytest.fixture

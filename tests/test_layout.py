@@ -17,6 +17,7 @@ import tensorflow as tf
 from mpl_tf import layout
 from mpl_tf.keras import keras
 from mpl_tf.models import builder
+from tests.conftest import assert_same_run, smoke_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -126,30 +127,10 @@ MESHES = {"2x1": ["--gin_file=gin/layouts/data_parallel.gin", "--gin_bindings=me
 
 def _cli_run(workdir, labels, mesh=None):
   """The TwoMoon smoke run (30 MPL steps, every phase) through `python -m mpl_tf.train`, on one device or a mesh."""
-  cmd = [sys.executable, "-m", "mpl_tf.train", f"--workdir={workdir}", "--gin_file=gin/two_moons.gin",
-         "--gin_file=gin/smoke.gin", "--gin_bindings=run.steps = 30",
-         f"--gin_bindings=MetaPseudoLabelsModel.pseudo_labels = '{labels}'", *MESHES.get(mesh, [])]
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+  proc = subprocess.run(smoke_command(workdir, labels, MESHES.get(mesh, [])), cwd=ROOT, capture_output=True,
+                        text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return workdir
-
-
-def _assert_same_run(single, meshed):
-  """metrics.json, every logged training scalar of MPL and the exported student's outputs agree to float noise."""
-  from mpl_tf import export  # pylint: disable=import-outside-toplevel
-  sys.path.insert(0, os.path.join(ROOT, "tools"))
-  import run_lib  # pylint: disable=import-outside-toplevel
-  a, b = (json.loads((d / "metrics.json").read_text()) for d in (single, meshed))
-  assert a.keys() == b.keys()
-  for key, value in a.items():
-    assert b[key] == (pytest.approx(value, abs=1e-5) if isinstance(value, float) else value), key
-  curves_a, curves_b = run_lib.scalars(str(single), "mpl"), run_lib.scalars(str(meshed), "mpl")
-  for tag in ("teacher/loss", "student/loss", "mpl/h"):
-    assert curves_a[tag].keys() == curves_b[tag].keys()
-    np.testing.assert_allclose(list(curves_b[tag].values()), list(curves_a[tag].values()), atol=1e-5, err_msg=tag)
-  points = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
-  outputs = [export.load_export(str(d / "export" / "student")).predict(points)["probabilities"] for d in (single, meshed)]
-  np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
 
 
 def test_the_command_line_trains_the_same_run_on_a_2x2_mesh_as_on_one_device(tmp_path):
@@ -159,11 +140,11 @@ def test_the_command_line_trains_the_same_run_on_a_2x2_mesh_as_on_one_device(tmp
   single = _cli_run(tmp_path / "single", "argmax")
   meshed = _cli_run(tmp_path / "mesh", "argmax", "2x2")
   assert (meshed / "checkpoints" / "mpl" / "ckpt-30-data_position.index").exists()
-  _assert_same_run(single, meshed)
+  assert_same_run(single, meshed)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("labels", ["argmax", "soft"])
 @pytest.mark.parametrize("mesh", list(MESHES))
 def test_the_command_line_on_every_mesh_and_label_mode_equals_one_device(tmp_path, labels, mesh):
-  _assert_same_run(_cli_run(tmp_path / "single", labels), _cli_run(tmp_path / "mesh", labels, mesh))
+  assert_same_run(_cli_run(tmp_path / "single", labels), _cli_run(tmp_path / "mesh", labels, mesh))

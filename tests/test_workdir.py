@@ -61,6 +61,20 @@ def test_prepare_records_resumes_refuses_untouched_overwrites_and_allows_on_requ
   assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.gin", "notes.txt"]
 
 
+def test_the_other_clients_of_a_multi_client_run_check_the_same_but_write_nothing(tmp_path):
+  """`write=False` (DTensor clients other than the chief, sharing its workdir): the same refusal, no files."""
+  work = tmp_path / "run"
+  assert workdir_lib.prepare(str(work), CONFIG, write=False) == [] and not work.exists()
+  workdir_lib.prepare(str(work), CONFIG)
+  os.makedirs(work / "checkpoints" / "mpl")
+  changed = CONFIG.replace("STEPS = 100", "STEPS = 300")
+  with pytest.raises(workdir_lib.ConfigChanged, match="STEPS: 100 -> 300"):
+    workdir_lib.prepare(str(work), changed, write=False)
+  assert workdir_lib.prepare(str(work), changed, allow_change=True, write=False) == ["STEPS: 100 -> 300"]
+  assert workdir_lib.prepare(str(work), changed, overwrite=True, write=False) == []  # the chief deletes
+  assert (work / "config.gin").read_text() == CONFIG and (work / "checkpoints").exists()
+
+
 def test_a_start_that_trained_nothing_does_not_bind_the_directory(tmp_path):
   workdir_lib.prepare(str(tmp_path), CONFIG)  # then, say, the run stopped on a bad binding
   fixed = CONFIG.replace("'mpl'", "'uda'")

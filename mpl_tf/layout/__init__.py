@@ -52,7 +52,7 @@ from mpl_tf.layout.inputs import (POSITION_SUFFIX, MeshIterator, checkpointable_
                                   restore_position, sample_categorical, save_position)
 from mpl_tf.layout.mesh import (BATCH, MODEL, UNSHARDED, Layout, Mesh, activate, active_mesh,
                                 batch_sharded, create_mesh, initialize, is_chief, mesh_from_config,
-                                mesh_of, replicated)
+                                mesh_of, replicated, wait_for_clients)
 from mpl_tf.layout.networks import (clone_network, get_weights, is_dtensor, make_optimizer,
                                     metric_kwargs, network_options, place_model, place_network, set_weights,
                                     single_device_copy, split, to_host, to_mesh, variable)

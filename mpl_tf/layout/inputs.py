@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
-from mpl_tf.layout.mesh import BATCH, Layout, Mesh, batch_sharded
+from mpl_tf.layout.mesh import BATCH, Layout, Mesh, batch_sharded, is_chief
 
 def sample_categorical(logits: tf.Tensor, seed: tf.Tensor, mesh: Optional[Mesh] = None) -> tf.Tensor:
   """Labels drawn from softmax(logits), one per row, by inverse CDF of one `stateless_uniform` per row.
@@ -42,6 +42,8 @@ class MeshIterator:
   DTensor resource as `DTensorDataset` does), so each device holds the whole global batch, and `next()`
   (inside the train function) relayouts every input to `batch`-sharded, which keeps each device's own slice.
   The global order and content are those of the single-device run (for a deterministic pipeline).
+  With several DTensor clients each packs the iterators of its own devices only (`host_mesh().local_devices()`);
+  every client runs the same pipeline, so every device still sees the same global batch.
 
   Why not `DTensorDataset`: it needs one batch size for every input (an MPL element has B labeled and r * B
   unlabeled images), on a 1-device mesh (TF 2.21) it yields its first batch forever, and its iterator cannot
@@ -119,7 +121,13 @@ def checkpointable_iterator(it) -> Optional[Any]:
 
 def save_position(it, checkpoint_path: str, keep: Sequence[str] = ()) -> None:
   """On a mesh, writes the data position next to the model checkpoint `checkpoint_path`; on a mesh or off
-  one, deletes the positions of checkpoints no longer in `keep` (a CheckpointManager's `checkpoints`)."""
+  one, deletes the positions of checkpoints no longer in `keep` (a CheckpointManager's `checkpoints`).
+
+  With several DTensor clients only the chief writes and deletes: every client is at the same position, and a
+  plain checkpoint written by two processes to one prefix collides (both write `<prefix>_temp/part-00000-of-00001`
+  and both merge it; the second merge fails with NotFound, seen with two clients on one machine)."""
+  if not is_chief():
+    return
   if isinstance(it, MeshIterator):
     it.save(checkpoint_path + POSITION_SUFFIX)
   directory = os.path.dirname(checkpoint_path)

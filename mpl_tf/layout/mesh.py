@@ -110,6 +110,16 @@ def is_chief() -> bool:
   return dtensor.client_id() == 0
 
 
+def wait_for_clients(mesh: Optional[Mesh], name: str) -> None:
+  """Blocks until every DTensor client of `mesh` has reached the barrier `name`; nothing with one client.
+
+  `experiment.run` ends with it, so that no client leaves (and stops answering the others' heartbeats) while
+  the chief still writes the run's files. `dtensor.shutdown_accelerator_system` would be the clean end, but
+  TF 2.21 refuses it with several clients ("not supported")."""
+  if mesh is not None and dtensor.num_clients() > 1:
+    dtensor.barrier(mesh, name)
+
+
 _ACTIVE: Dict[str, Optional[Mesh]] = {"mesh": None}
 
 
