@@ -169,7 +169,9 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       targets = layout.pseudo_labels(t_logits_u, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
       score = losses.mpl_teacher_loss(tf.ones([], t_logits_u.dtype), targets, t_logits_u, self.mpl_reduction)
     own = self._gradients(t_tape, t["loss"], t_vars, self.teacher_optimizer)
-    scored = self._gradients(t_tape, score, t_vars, self.teacher_optimizer)
+    # One backward pass at a time: side by side they would hold two sets of activation gradients at once.
+    with tf.control_dependencies([g for g in own if g is not None]):
+      scored = self._gradients(t_tape, score, t_vars, self.teacher_optimizer)
     del t_tape
     # Without this the executor may run the student's step first (nothing else orders them) and hold both.
     with tf.control_dependencies([g for g in own + scored if g is not None]):
