@@ -57,7 +57,8 @@ def _step_benchmarks(out_dir, quick, precisions):
   for precision in precisions:
     path = os.path.join(out_dir, f"step_{precision}.json")
     cmd = [sys.executable, os.path.join(ROOT, "tools", "benchmark_step.py"), f"--precision={precision}",
-           f"--output={path}", "--memory=allocator"]  # the device's allocator: what a batch size must fit in + (["--quick", "--jit=off", "--variants=hard+uda,soft+uda"] if quick else ["--jit=both"])
+           f"--output={path}", "--memory=allocator"]  # the device's allocator: what a batch size must fit in
+    cmd += ["--quick", "--jit=off", "--variants=hard+uda,soft+uda"] if quick else ["--jit=both"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
       results[precision] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
