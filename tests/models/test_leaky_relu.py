@@ -5,6 +5,9 @@ values, the first and the second derivatives are those of Keras' layer bit for b
 edge cases (0, -0, denormals, values whose alpha * x underflows), and through a whole network; and that the
 traced gradient indeed reads the layer's output, not the batch norm's.
 """
+import os
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,6 +16,9 @@ from mpl_tf import losses
 from mpl_tf.keras import keras
 from mpl_tf.models import build_model
 from mpl_tf.models.common import LeakyReLU, leaky_relu_from_output
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools"))
+from benchmark_step import with_keras_leaky_relu  # noqa: E402  pylint: disable=wrong-import-position
 
 ALPHA = 0.2
 
@@ -43,17 +49,6 @@ def test_slopes_outside_0_1_fall_back_to_keras():
     np.testing.assert_array_equal(LeakyReLU(alpha=alpha)(x).numpy(), keras.layers.LeakyReLU(alpha=alpha)(x).numpy())
 
 
-def with_keras_leaky_relu(model):
-  """The same network and weights with Keras' own LeakyReLU layers."""
-  def clone(layer):
-    if isinstance(layer, LeakyReLU):
-      return keras.layers.LeakyReLU.from_config(layer.get_config())
-    return layer.__class__.from_config(layer.get_config())
-  copy = keras.models.clone_model(model, clone_function=clone)
-  copy.set_weights(model.get_weights())
-  return copy
-
-
 def meta_terms(model, x, targets, direction):
   """The loss, its weight gradient, and d/d targets of <grad_w CE(targets, f(x)), direction>: the second-order
   term MPL's soft labels differentiate (the backward through the student's backward)."""
@@ -70,7 +65,7 @@ def meta_terms(model, x, targets, direction):
 @pytest.mark.parametrize("name", ["cnn_small", "wrn28_2"])
 def test_network_first_and_second_derivatives_unchanged(name):
   model = build_model(name, num_classes=10, input_shape=(16, 16, 3), seed=3, dropout=0.0)  # same forward
-  reference = with_keras_leaky_relu(model)
+  reference = with_keras_leaky_relu(keras, model)
   assert not any(isinstance(layer, LeakyReLU) for layer in reference.layers)
   x = tf.random.stateless_uniform((6, 16, 16, 3), (4, 5))
   targets = tf.nn.softmax(tf.random.stateless_normal((6, 10), (6, 7)))
