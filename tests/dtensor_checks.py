@@ -190,6 +190,14 @@ def soft_labels_and_dot_product_feedback_on_data_model_mesh_equal_single_device(
 
 
 @check
+def recomputed_teacher_forward_on_data_model_mesh_equals_single_device():
+  """teacher_activations='recompute' with batch norm (moving statistics restored between the two forwards) and soft
+  labels (the meta-gradient handed to the second forward as a cotangent on the teacher's logits)."""
+  compare_with_single_device(batch=2, model=2, name="cnn_small", steps=2, pseudo_labels="soft",
+                             teacher_activations="recompute")
+
+
+@check
 def one_device_mesh_equals_single_device():
   compare_with_single_device(batch=1, model=1, steps=2)
 

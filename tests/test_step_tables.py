@@ -15,7 +15,7 @@ import step_tables  # noqa: E402  pylint: disable=wrong-import-position
 
 def test_parts_of_variants():
   assert step_tables.parts_of("hard") == {"student_eval_l": 3, "student_train_u": 1, "teacher_sup": 1}
-  assert step_tables.parts_of("hard+uda+lean") == {"student_eval_l": 3, "student_train_u": 1, "teacher_uda": 1}
+  assert step_tables.parts_of("hard+uda+recompute") == {"student_eval_l": 3, "student_train_u": 1, "teacher_uda": 1}
   assert step_tables.parts_of("soft+uda")["student_meta_u"] == 1
   with pytest.raises(KeyError):
     step_tables.parts_of("medium")

@@ -5,7 +5,7 @@ strong: 16 + 2 * 112 = 240 images an element), it times, interleaved in one proc
 the same machine load:
   mpl/hard, mpl/hard+uda, mpl/soft, mpl/soft+uda   the real `MetaPseudoLabelsModel` train function (sampled or
                                                    soft pseudo labels; the teacher's UDA term off or on)
-  mpl/hard+lean, mpl/hard+uda+lean                 the same with teacher_backward='before_student' (--variants)
+  mpl/<variant>+recompute                          the same with teacher_activations='recompute' (--variants)
   supervised                                       `SupervisedModel` on all 240 images of the element
   part/...                                         each forward / backward pass the MPL step needs, alone:
     teacher_uda      teacher forward + backward + update on [x_l, x_u_weak, x_u_strong] (240 images), sup. + UDA
@@ -64,8 +64,8 @@ def _parse(argv):
   parser.add_argument("--steps", type=int, default=5, help="timed rounds; each case's median is reported")
   parser.add_argument("--jit", choices=["off", "on", "both"], default="both")
   parser.add_argument("--variants", default="hard,hard+uda,soft,soft+uda",
-                      help="MPL variants to time: hard or soft, then +uda (the teacher's UDA term) and/or +lean "
-                      "(teacher_backward='before_student', hard labels only)")
+                      help="MPL variants to time: hard or soft, then +uda (the teacher's UDA term) and/or +recompute "
+                      "(teacher_activations='recompute')")
   parser.add_argument("--memory", choices=["allocator", "rss", "both"], default="both",
                       help="each case's peak memory, measured alone in a fresh process: allocator (TensorFlow's "
                       "allocator on GPU:0 when there is one, else CPU:0), rss (the process's peak RSS) or both")
@@ -163,8 +163,8 @@ def build_cases(tf, keras, args, element: Element, jit: bool, only=None, keras_l
       continue
     mode, *extras = variant.split("+")
     options = dict(uda) if "uda" in extras else {}
-    if "lean" in extras:
-      options["teacher_backward"] = "before_student"
+    if "recompute" in extras:
+      options["teacher_activations"] = "recompute"
     model = MetaPseudoLabelsModel(teacher=net(), student=net(), pseudo_labels="sample" if mode == "hard" else "soft",
                                   label_smoothing=0.15, **options)
     model.compile(teacher_optimizer=sgd(), student_optimizer=sgd(), jit_compile=jit)

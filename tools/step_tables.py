@@ -1,6 +1,6 @@
 """The tables of a `tools/benchmark_step.py` run, and the names they are built from (also `--from_json`).
 
-Case names: `mpl/<variant>` (hard or soft, then +uda and/or +lean), `supervised`, `part/<name>`; ' jit' is appended
+Case names: `mpl/<variant>` (hard or soft, then +uda and/or +recompute), `supervised`, `part/<name>`; ' jit' is appended
 for XLA cases and KERAS_LRELU for cases on networks with Keras' own LeakyReLU (`--compare_keras_leaky_relu`).
 """
 import statistics
@@ -15,9 +15,9 @@ PARTS = {
 
 
 def parts_of(variant):
-  """The parts a variant's step is made of: 'hard' or 'soft', then '+uda' and/or '+lean' (the step with
-  teacher_backward='before_student', whose second teacher backward pass is not a part: its MPL / parts ratio
-  shows what it costs)."""
+  """The parts a variant's step is made of: 'hard' or 'soft', then '+uda' and/or '+recompute' (the step with
+  teacher_activations='recompute', whose second teacher forward pass is not a part: its MPL / parts ratio shows
+  what it costs)."""
   mode, *extras = variant.split("+")
   counts = dict(PARTS[mode])
   counts["teacher_uda" if "uda" in extras else "teacher_sup"] = 1

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from mpl_tf import layout, losses
 from mpl_tf.algorithms import feedback as feedback_lib
+from mpl_tf.algorithms import recompute
 from mpl_tf.algorithms.phases import Method, Phase
 from mpl_tf.algorithms.pseudo_labels import distill
 from mpl_tf.algorithms.supervised import finetune
@@ -36,7 +37,7 @@ from mpl_tf.keras import keras
 from mpl_tf.schedules import learning_rate_at
 
 FEEDBACK_MODES = ("label_effect", "loss_difference", "dot_product")
-TEACHER_BACKWARDS = ("after_student", "before_student")
+TEACHER_ACTIVATIONS = ("keep", "recompute")
 
 
 class MetaPseudoLabelsModel(SemiSupervisedModel):
@@ -70,12 +71,13 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       None: the student's own view, as in the official code). 'weak' is MPL-pytorch's choice: the teacher is
       most accurate on the weak view, while the student still trains on its own view. The MPL term scores the
       label under the distribution it was drawn from (T on the label's view), so the estimator stays exact.
-    teacher_backward: 'after_student' (default: one teacher backward pass, after the student's step, on the
-      whole teacher loss; the teacher's activations stay in memory through the student's step) or
-      'before_student' (hard labels only: two teacher backward passes before the student steps, one for the
-      teacher's own losses and one for the MPL score term, combined once h is known; the same gradient up to
-      float rounding, the step's peak memory about that of a supervised step, at the cost of a second backward
-      pass: BENCHMARKS.md, "Memory of a step").
+    teacher_activations: 'keep' (default: the teacher's activations from its one forward pass stay in memory
+      through the student's step, until the teacher's backward pass, which needs h) or 'recompute' (the teacher
+      runs forward once without a tape for the pseudo labels and again after the student's step for its
+      backward pass: the same run, the step's peak memory about a supervised step's instead of about 1.45x, for
+      one more teacher forward pass; any label mode; `mpl_tf.algorithms.recompute`, BENCHMARKS.md "Memory of a
+      step"). Its teacher's dropout layers draw from a seeded tf.random.Generator (restorable) instead of
+      TensorFlow's legacy random ops.
     ema_decay (official CIFAR: 0.995), grad_clip_norm (both networks), seed (pseudo-label sampling): as in
       `SemiSupervisedModel`.
   The student's wait (official CIFAR: 3000 steps at learning rate 0) is its learning-rate schedule's
@@ -87,7 +89,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
                baseline_decay: float = 0.99, mpl_weight: float = 1.0, teacher_supervised_weight: float = 1.0,
                label_smoothing: float = 0.0, student_label_smoothing: float = 0.0,
                uda: Optional[UDASettings] = None, student_view: str = "strong",
-               pseudo_label_view: Optional[str] = None, teacher_backward: str = "after_student", **kwargs):
+               pseudo_label_view: Optional[str] = None, teacher_activations: str = "keep", **kwargs):
     super().__init__(student=student, **kwargs)
     check_choice("pseudo_labels", pseudo_labels, PSEUDO_LABEL_MODES)
     check_choice("feedback", feedback, FEEDBACK_MODES)
@@ -95,10 +97,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     check_choice("mpl_reduction", mpl_reduction, losses.MPL_REDUCTIONS)
     check_choice("student_view", student_view, VIEWS)
     check_choice("pseudo_label_view", pseudo_label_view, VIEWS + (None,))
-    check_choice("teacher_backward", teacher_backward, TEACHER_BACKWARDS)
-    if teacher_backward == "before_student" and pseudo_labels == "soft":
-      raise ValueError("teacher_backward='before_student' needs hard pseudo labels ('sample' or 'argmax'): with "
-                       "soft labels the teacher's gradient goes through the student's step, which must come first")
+    check_choice("teacher_activations", teacher_activations, TEACHER_ACTIVATIONS)
     if not 0.0 <= baseline_decay < 1.0:
       raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
     if not 0.0 <= student_label_smoothing < 1.0:
@@ -110,7 +109,9 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     self.student_label_smoothing = student_label_smoothing
     self.teacher_options = dict(label_smoothing=label_smoothing, supervised_weight=teacher_supervised_weight,
                                 uda=uda or NO_UDA)
-    self.student_view, self.teacher_backward = student_view, teacher_backward
+    self.student_view, self.teacher_activations = student_view, teacher_activations
+    if teacher_activations == "recompute":
+      recompute.use_restorable_generators(teacher, self.seed)
     self.pseudo_label_view = pseudo_label_view or student_view
     self.step_coefficient = None  # c of the student's optimizer (`feedback.step_coefficient`), set by compile
     self.h_baseline = layout.variable(0.0, self.mesh, dtype=keras.backend.floatx(), trainable=False,
@@ -142,52 +143,47 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     batch = self._split(data)
     student_lr = learning_rate_at(self.student_optimizer)
     t_vars = self.teacher.trainable_variables
-    if self.teacher_backward == "before_student":
-      return self._train_step_teacher_first(batch, student_lr, t_vars)
+    if self.teacher_activations == "recompute":
+      return self._train_step_recomputing(batch, student_lr, t_vars)
     # Only the teacher's variables are watched, so the student's forward and update are not recorded here
     # unless they depend on the teacher's output (soft labels: the nested tape the meta-gradient needs).
     with tf.GradientTape(watch_accessed_variables=False) as t_tape:
       t_tape.watch(t_vars)
       t = self._teacher_objective(batch)
-      # NaN logits would make sampling return out-of-range labels; fail here with a message that says so.
-      t_logits_u = tf.debugging.check_numerics(t["logits_u"], "MPL teacher logits on the unlabeled batch")
-      s, mpl = self._feedback(batch["x_l"], batch["y_l"], batch["u_student"], t_logits_u, student_lr)
+      s, mpl, _ = self._feedback(batch["x_l"], batch["y_l"], batch["u_student"], self._checked(t), student_lr)
       t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
-    self._update_teacher(t_tape, t_loss, t_vars, s, mpl, student_lr)
-    for name, value in t["metrics"].items():
-      self._track(name, value)
-    return self._finish_step()
+    return self._update_teacher(t_tape, t, t_loss, t_vars, s, mpl, student_lr)
 
-  def _train_step_teacher_first(self, batch, student_lr, t_vars):
-    """`teacher_backward='before_student'`: the teacher's gradient is grad(own losses) + w (h - b) grad(score),
-    where score = reduce_i CE(y_hat_i, T(x_u_i)) is known as soon as the labels are drawn. Both gradients are
-    taken before the student steps, so the teacher's activations are freed before the student's are made."""
-    with tf.GradientTape(watch_accessed_variables=False, persistent=True) as t_tape:
+  def _train_step_recomputing(self, batch, student_lr, t_vars):
+    """`teacher_activations='recompute'`: the teacher's forward pass runs twice, before the student's step
+    (no tape: only its logits are needed, for the pseudo labels) and after it (under the tape, for the backward
+    pass). The second repeats the first exactly (`recompute`: same moving statistics, same dropout masks), so
+    the step computes what `train_step` does, without the teacher's activations alive through the student's.
+
+    Soft labels: the meta-gradient reaches the teacher only through its logits on the unlabeled batch, so it is
+    taken with respect to those logits during the student's step (`label_tape`) and handed to the second forward
+    as a constant cotangent.
+    """
+    soft = self.pseudo_label_mode == "soft"
+    state = recompute.snapshot(self.teacher)
+    logits = tf.stop_gradient(self._checked(self._teacher_objective(batch)))
+    with tf.GradientTape(watch_accessed_variables=False) as label_tape:
+      if soft:
+        label_tape.watch(logits)
+      s, mpl, targets = self._feedback(batch["x_l"], batch["y_l"], batch["u_student"], logits, student_lr)
+    cotangent = label_tape.gradient(mpl, logits) if soft else None
+    batch = recompute.after([s["h"], cotangent], batch, name="teacher_input_after_student")
+    recompute.restore(self.teacher, state)
+    with tf.GradientTape(watch_accessed_variables=False) as t_tape:
       t_tape.watch(t_vars)
       t = self._teacher_objective(batch)
-      t_logits_u = tf.debugging.check_numerics(t["logits_u"], "MPL teacher logits on the unlabeled batch")
-      targets = layout.pseudo_labels(t_logits_u, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
-      score = losses.mpl_teacher_loss(tf.ones([], t_logits_u.dtype), targets, t_logits_u, self.mpl_reduction)
-    own = self._gradients(t_tape, t["loss"], t_vars, self.teacher_optimizer)
-    # One backward pass at a time: side by side they would hold two sets of activation gradients at once.
-    with tf.control_dependencies([g for g in own if g is not None]):
-      scored = self._gradients(t_tape, score, t_vars, self.teacher_optimizer)
-    del t_tape
-    # Without this the executor may run the student's step first (nothing else orders them) and hold both.
-    with tf.control_dependencies([g for g in own + scored if g is not None]):
-      x_l, y_l, u = (tf.identity(batch[k]) for k in ("x_l", "y_l", "u_student"))
-    s = self._student_step(x_l, y_l, u, targets, student_lr, need_grads_after=False)
-    s["baseline"] = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
-    advantage = tf.stop_gradient(tf.cast(s["h"] - s["baseline"], score.dtype))
-    mpl = advantage * score
-    weight = tf.cast(self.mpl_weight, score.dtype) * advantage
-    grads = [a if b is None else (b * tf.cast(weight, b.dtype) if a is None else a + b * tf.cast(weight, a.dtype))
-             for a, b in zip(own, scored)]
-    self._update_teacher(None, t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl, t_vars, s, mpl, student_lr,
-                         grads=grads)
-    for name, value in t["metrics"].items():
-      self._track(name, value)
-    return self._finish_step()
+      again = t["logits_u"]
+      if soft:  # value: the MPL term; gradient: cotangent . d logits / d theta_T
+        mpl = mpl + tf.reduce_sum(tf.stop_gradient(cotangent) * (again - tf.stop_gradient(again)))
+      else:  # the expression `_feedback` computes, on the recomputed logits
+        mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, again, self.mpl_reduction)
+      t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
+    return self._update_teacher(t_tape, t, t_loss, t_vars, s, mpl, student_lr)
 
   # --- the teacher's side: the hooks a variant overrides (ReducedMetaPseudoLabelsModel) ----------------------
   def _split(self, data) -> dict:
@@ -220,7 +216,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     """Steps 2-5 (module doc), inside the teacher's tape: pseudo labels from the teacher's logits on the
     labels' view (`t_logits_u`), the student's step on them with its view `u`, and the teacher's MPL term.
 
-    Returns (the `_student_step` dict, which also holds the baseline `b` used, and the MPL term).
+    Returns (the `_student_step` dict, which also holds the baseline `b` used, the MPL term, the pseudo labels).
     """
     soft = self.pseudo_label_mode == "soft"
     if soft:
@@ -233,16 +229,18 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       mpl = losses.soft_meta_objective(s["step_size"], s["grads_u"], s["grads_after"])
     else:
       mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, t_logits_u, self.mpl_reduction)
-    return s, mpl
+    return s, mpl, targets
 
-  def _update_teacher(self, t_tape, t_loss, t_vars, s, mpl, student_lr, grads=None):
-    """The teacher's update (from the tape, or from `grads` already taken), the baseline's, the EMA student's (in
-    `_finish_step`) and shared metrics."""
+  @staticmethod
+  def _checked(teacher: dict) -> tf.Tensor:
+    """The teacher's logits on the labels' view; NaN logits would make sampling return out-of-range labels, so
+    the step fails here with a message that says so."""
+    return tf.debugging.check_numerics(teacher["logits_u"], "MPL teacher logits on the unlabeled batch")
+
+  def _update_teacher(self, t_tape, t, t_loss, t_vars, s, mpl, student_lr):
+    """The teacher's update, the baseline's, the EMA student's (in `_finish_step`), the step's metrics."""
     teacher_lr = learning_rate_at(self.teacher_optimizer)
-    if grads is None:
-      self._apply(t_tape, t_loss, t_vars, self.teacher_optimizer)
-    else:
-      self._apply_gradients(grads, t_vars, self.teacher_optimizer)
+    self._apply(t_tape, t_loss, t_vars, self.teacher_optimizer)
     if self.baseline_decay > 0:
       self.h_baseline.assign(losses.moving_average(self.h_baseline, s["h"], self.baseline_decay))
     self._track("teacher/loss", t_loss)
@@ -261,6 +259,9 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       self._track("mpl/h_null_sq", tf.square(s["h_null"]))
     self._track("lr/student", student_lr)
     self._track("lr/teacher", teacher_lr)
+    for name, value in t["metrics"].items():
+      self._track(name, value)
+    return self._finish_step()
 
   def _student_step(self, x_l, y_l, u, targets, learning_rate, need_grads_after: bool):
     """One optimizer step of the student on (u, targets), with its labeled loss measured around it.
