@@ -6,7 +6,7 @@ forward instead. With the teacher's moving statistics and dropout generators res
 (`mpl_tf.algorithms.recompute`), both steps compute the same thing: checked bit for bit (weights, float32) with every
 part of the step that touches the teacher on (UDA on two views, sampled labels, a non-zero baseline, Nesterov
 momentum with weight decay, gradient clipping, batch norm, dropout, mpl_weight +-1), and with soft labels, whose
-meta-gradient the recomputing step passes to the teacher as a cotangent on its logits (also bit for bit).
+meta-gradient the recomputing step passes to the teacher as a cotangent on its logits (also bit for bit). 3 steps each.
 """
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ def net(seed, dropout=0.0):
   return build_model("cnn_small", num_classes=4, input_shape=(8, 8, 1), seed=seed, dropout=dropout)
 
 
-def run(teacher_activations, steps=4, mpl_weight=1.0, pseudo_labels="sample", dropout=0.0):
+def run(teacher_activations, steps=3, mpl_weight=1.0, pseudo_labels="sample", dropout=0.0):
   def sgd():
     return keras.optimizers.SGD(0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
@@ -54,7 +54,7 @@ def assert_same_run(a, logs_a, b, logs_b):
       np.testing.assert_array_equal(x, y, err_msg=network)
 
 
-@pytest.mark.parametrize("mpl_weight,dropout", [(1.0, 0.0), (-1.0, 0.0), (1.0, 0.3)])
+@pytest.mark.parametrize("mpl_weight,dropout", [(1.0, 0.3), (-1.0, 0.0)])
 def test_recomputing_step_trains_the_same_run_bit_for_bit(mpl_weight, dropout):
   default, logs_default = run("keep", mpl_weight=mpl_weight, dropout=dropout)
   again, logs_again = run("recompute", mpl_weight=mpl_weight, dropout=dropout)
