@@ -2,8 +2,9 @@
 
 Virtual devices must be configured before TensorFlow runs its first op, which pytest's process has long done,
 so the checks run here: `python tests/dtensor_checks.py [--devices N] CHECK...` runs each named check, catches
-its failure, and prints one JSON line `{"check": "ok" | traceback}` last. Every check compares a mesh run with
-the single-device run of the same code, seed and float32 data.
+its failure, and prints one JSON line `{"check": "ok" | traceback}` last. Most checks compare a mesh run with
+the single-device run of the same code, seed and data (tests/mesh_runs.py), in float32, or in float64 where
+float32 rounding in a deep network hides what it should show; the others check layouts and refusals.
 """
 import argparse
 import json
@@ -24,7 +25,6 @@ from mpl_tf import layout  # pylint: disable=wrong-import-position
 
 CHECKS = {}
 SLOW = {}  # run only when named (tests marked slow): big families, about a minute of tracing each
-B, R, NUM_CLASSES = 4, 2, 4  # labeled batch, unlabeled ratio (unlabeled batch = R * B), classes
 
 
 def check(fn):
@@ -37,135 +37,8 @@ def slow_check(fn):
   return fn
 
 
-# --- shared pieces -------------------------------------------------------------------------------------------
-def networks(name):
-  """(teacher, student, input shape) built on one device by the model builder, seeded, no dropout."""
-  from mpl_tf.models import builder  # pylint: disable=import-outside-toplevel
-  if name == "mlp":
-    shape, options = (6,), dict(hidden=(8, 8), activation="tanh", init_scale=0.5)
-  elif name == "cnn_small":  # batch norm, three convolutions
-    shape, options = (8, 8, 1), dict(dropout=0.0, bn_fused=False)
-  elif name == "wrn28_2":
-    shape, options = (32, 32, 3), dict(dropout=0.0, bn_fused=False)
-  else:  # resnet50, efficientnet_b0: keras.applications' initialisers are unseeded, so build once and copy
-    shape = (32, 32, 3)
-    options = dict(dropout=0.0, bn_fused=False)
-    if name.startswith("efficientnet"):  # no stochastic depth; grouped depthwise convs, as on a mesh
-      options.update(drop_connect_rate=0.0, grouped_depthwise=True)
-    first = builder.build_model(name, NUM_CLASSES, shape, **options)
-    second = builder.build_model(name, NUM_CLASSES, shape, **options)
-    second.set_weights(first.get_weights())
-    return first, second, shape
-  nets = [builder.build_model(name, NUM_CLASSES, shape, seed=seed, **options) for seed in (1, 2)]
-  return nets[0], nets[1], shape
-
-
-def steps_data(shape, steps, seed=0, reorder=False):
-  """`steps` MPL elements ((x_l, y_l), (x_u_weak, x_u_strong)) of float32 data, as one tf.data dataset.
-
-  `reorder` swaps neighbouring examples in every batch: the same data summed in another order.
-  """
-  rng = np.random.default_rng(seed)
-  xs = [((rng.uniform(size=(B,) + shape).astype(np.float32), rng.integers(0, NUM_CLASSES, B).astype(np.int32)),
-         (rng.uniform(size=(B * R,) + shape).astype(np.float32),
-          rng.uniform(size=(B * R,) + shape).astype(np.float32))) for _ in range(steps)]
-  if reorder:
-    xs = tf.nest.map_structure(lambda x: x[np.arange(len(x)).reshape(-1, 2)[:, ::-1].ravel()], xs)
-  return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda *x: np.stack(x), *xs))
-
-
-def mpl_model(mesh, name="mlp", **options):
-  """A compiled MetaPseudoLabelsModel (UDA teacher, EMA, momentum, baseline) with its networks on `mesh`."""
-  from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel  # pylint: disable=import-outside-toplevel
-  from mpl_tf.algorithms.uda import UDASettings  # pylint: disable=import-outside-toplevel
-  from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
-  teacher, student, shape = networks(name)
-  options = dict(dict(pseudo_labels="argmax", uda=UDASettings(weight=1.0), ema_decay=0.9, seed=3), **options)
-  model = MetaPseudoLabelsModel(teacher=layout.place_network(teacher, mesh),
-                                student=layout.place_network(student, mesh), **options)
-  def sgd():
-    return layout.make_optimizer(keras.optimizers.SGD, mesh, learning_rate=0.1, momentum=0.9)
-  model.compile(teacher_optimizer=sgd(), student_optimizer=sgd())
-  return model, shape
-
-
-def train_steps(model, dataset, steps):
-  """Runs `steps` train steps; returns the metrics of each step (reset after each)."""
-  iterator = layout.iterator(dataset, layout.mesh_of(model))
-  train_function = model.make_train_function()
-  logs = []
-  for _ in range(steps):
-    logs.append({k: float(layout.to_host(v)) for k, v in train_function(iterator).items()})
-    model.reset_metrics()
-  return logs
-
-
-def weight_keys(net):
-  """'<layer>.<attribute>' of each of a network's weights, in `net.weights` order (the layout map's keys)."""
-  return [f"{layer.name}.{var.name.split('/')[-1].split(':')[0]}" for layer in net.layers for var in layer.weights]
-
-
-def state(model):
-  """Every weight of the method model's networks, their momentum slots, step and baseline, gathered."""
-  out = {}
-  for part in ("teacher", "student", "ema_student"):
-    net = getattr(model, part)
-    assert len(weight_keys(net)) == len(net.weights)
-    for key, value in zip(weight_keys(net), layout.get_weights(net)):
-      out[f"{part}/{key}"] = value
-  for part in ("teacher", "student"):
-    opt = getattr(model, f"{part}_optimizer")
-    for i, slot in enumerate(opt.momentums):  # in the order of the network's trainable variables
-      out[f"{part}_momentum/{i}"] = layout.to_host(slot)
-    out[f"{part}_optimizer/iterations"] = layout.to_host(opt.iterations)
-  out["h_baseline"] = layout.to_host(model.h_baseline)
-  out["global_step"] = layout.to_host(model.global_step)
-  return out
-
-
-def assert_same_run(ref_logs, logs, ref_state, mesh_state, rtol=1e-5, atol=2e-6):
-  for step, (a, b) in enumerate(zip(ref_logs, logs)):
-    assert set(a) == set(b), (sorted(a), sorted(b))
-    for key in a:
-      np.testing.assert_allclose(b[key], a[key], rtol=rtol, atol=atol, err_msg=f"step {step}: {key}")
-  assert set(ref_state) == set(mesh_state)
-  worst = max(float(np.max(np.abs(mesh_state[k] - ref_state[k]))) for k in ref_state)
-  print(f"[dtensor_checks]   largest weight difference {worst:.1e}", file=sys.stderr)
-  for key in ref_state:
-    np.testing.assert_allclose(mesh_state[key], ref_state[key], rtol=rtol, atol=atol, err_msg=key)
-
-
-def compare_with_single_device(batch, model, name="mlp", steps=3, noise_floor=False, **options):
-  """MPL on a batch x model mesh vs one device: every metric of every step and every final weight.
-
-  Within float32 tolerance (rtol 1e-5, atol 2e-6); with `noise_floor` (deep networks, where float32 sums in
-  another order already differ visibly) within 10x the difference between two single-device runs that only
-  differ in the order of the examples in each batch.
-  """
-  mesh = layout.create_mesh(batch=batch, model=model, device_type="CPU")
-  ref, shape = mpl_model(None, name, **options)
-  ref_logs = train_steps(ref, steps_data(shape, steps), steps)
-  placed, _ = mpl_model(mesh, name, **options)
-  logs = train_steps(placed, steps_data(shape, steps), steps)
-  assert all(np.isfinite(v) for log in logs for v in log.values())
-  assert abs(logs[-1]["mpl/h"]) > 0 and ref_logs[0]["teacher/loss"] != ref_logs[-1]["teacher/loss"]
-  if not noise_floor:
-    assert_same_run(ref_logs, logs, state(ref), state(placed))
-    return placed
-  other, _ = mpl_model(None, name, **options)
-  other_logs = train_steps(other, steps_data(shape, steps, reorder=True), steps)
-  pairs = [(f"step {i}: {k}", np.float64(a[k]), np.float64(b[k]), np.float64(c[k]))
-           for i, (a, b, c) in enumerate(zip(ref_logs, logs, other_logs)) for k in a]
-  ref_state, mesh_state, other_state = state(ref), state(placed), state(other)
-  pairs += [(k, ref_state[k], mesh_state[k], other_state[k]) for k in ref_state]
-  ratios = []
-  for key, a, b, c in pairs:
-    error, floor = np.linalg.norm(np.ravel(b - a)), np.linalg.norm(np.ravel(c - a))
-    assert error <= 10 * floor + 1e-6 * np.linalg.norm(np.ravel(a)) + 1e-7, (key, error, floor)
-    ratios.append(error / max(floor, 1e-12))
-  print(f"[dtensor_checks]   mesh difference / reordering difference: median {np.median(ratios):.2f}, "
-        f"max {max(ratios):.2f} over {len(pairs)} metrics and weights", file=sys.stderr)
-  return placed
+from tests.mesh_runs import (B, NUM_CLASSES, compare_with_single_device, gradients_equal_single_device,  # pylint: disable=wrong-import-position
+                              mpl_model, networks, state, steps_data, train_steps)
 
 
 # --- the checks ----------------------------------------------------------------------------------------------
@@ -331,44 +204,7 @@ def mixed_precision_on_a_mesh_is_refused_with_a_clear_error():
 
 @slow_check
 def wrn28_2_mpl_on_data_model_mesh_equals_single_device():
-  compare_with_single_device(batch=2, model=2, name="wrn28_2", steps=2, noise_floor=True)
-
-
-def gradients_equal_single_device(name, batch, model):
-  """Loss and gradients of a family's network in training mode, on a mesh and on one device.
-
-  Compared against the float32 noise floor, not elementwise: an untrained ResNet-50 or EfficientNet with batch
-  norm over few values per channel turns float32 sums taken in another order into percent-level gradient
-  differences on one device already (the same batch in another order: ~1% relative for ResNet-50 here), and
-  a training step makes them chaotic. The mesh's error must be of that order and the directions must agree.
-  """
-  from mpl_tf import losses  # pylint: disable=import-outside-toplevel
-  mesh = layout.create_mesh(batch=batch, model=model, device_type="CPU")
-  net, copy, shape = networks(name)
-  rng = np.random.default_rng(3)
-  x = rng.uniform(size=(2 * B,) + shape).astype(np.float32)
-  y = rng.integers(0, NUM_CLASSES, 2 * B).astype(np.int32)
-
-  def grads(network, x, y):
-    with tf.GradientTape() as tape:
-      loss = tf.reduce_mean(losses.cross_entropy(y, network(x, training=True)))
-    return loss, tape.gradient(loss, network.trainable_variables)
-
-  loss, g = tf.function(grads)(net, x, y)
-  order = np.arange(len(y)).reshape(-1, 2)[:, ::-1].ravel()  # swap neighbours: another summation order
-  _, floor_g = tf.function(grads)(net, x[order], y[order])
-  placed = layout.place_network(copy, mesh)
-  mesh_loss, mesh_g = tf.function(grads)(placed, layout.to_mesh(x, layout.batch_sharded(mesh, 4)),
-                                         layout.to_mesh(y, layout.batch_sharded(mesh, 1)))
-  g, floor_g, mesh_g = (np.concatenate([layout.to_host(v).ravel() for v in grad]) for grad in (g, floor_g, mesh_g))
-  error = np.linalg.norm(mesh_g - g) / np.linalg.norm(g)
-  floor = np.linalg.norm(floor_g - g) / np.linalg.norm(g)
-  cosine = float(np.dot(mesh_g, g) / np.linalg.norm(mesh_g) / np.linalg.norm(g))
-  print(f"[dtensor_checks] {name} on {batch}x{model}: loss {float(loss):.6f} vs "
-        f"{float(layout.to_host(mesh_loss)):.6f}; relative gradient error {error:.1e} (reordered batch on one "
-        f"device: {floor:.1e}), cosine {cosine:.5f}", file=sys.stderr)
-  np.testing.assert_allclose(float(layout.to_host(mesh_loss)), float(loss), rtol=1e-3, err_msg=name)
-  assert error < 10 * max(floor, 1e-6) and cosine > 0.995, (name, error, floor, cosine)
+  compare_with_single_device(batch=2, model=2, name="wrn28_2", steps=2, dtype="float64")
 
 
 @slow_check
@@ -378,7 +214,57 @@ def resnet50_trains_on_a_data_model_mesh_as_on_one_device():
 
 @slow_check
 def efficientnet_b0_trains_on_a_data_model_mesh_as_on_one_device():
-  gradients_equal_single_device("efficientnet_b0", batch=2, model=2)
+  """Without oneDNN a CPU mesh has no gradient for EfficientNet's grouped depthwise convolutions: then the check
+  is that the library refuses it up front (see grouped_convolutions_train_on_a_cpu_mesh_only_with_onednn)."""
+  if layout.onednn_enabled():
+    gradients_equal_single_device("efficientnet_b0", batch=2, model=2)
+    return
+  mesh = layout.create_mesh(batch=2, model=2, device_type="CPU")
+  for refused in (lambda: layout.network_options("efficientnet", mesh),
+                  lambda: layout.place_network(networks("efficientnet_b0")[0], mesh)):
+    assert_refused_without_onednn(refused)
+
+
+def assert_refused_without_onednn(place):
+  try:
+    place()
+  except NotImplementedError as error:
+    assert "grouped convolutions" in str(error) and "TF_ENABLE_ONEDNN_OPTS=1" in str(error), error
+  else:
+    raise AssertionError("grouped convolutions were placed on a CPU mesh without oneDNN")
+
+
+@check
+def grouped_convolutions_train_on_a_cpu_mesh_only_with_onednn():
+  """A grouped Conv2D (EfficientNet's depthwise convolutions on a mesh), stride 1 and 2, on a 2x2 mesh.
+
+  DTensor runs its gradient with TensorFlow's plain kernels, not XLA-compiled as Keras does off a mesh, and
+  only oneDNN's CPU kernels have a grouped gradient (`layout.refuse_grouped_convolutions`). With oneDNN: the
+  input and kernel gradients equal the single-device (XLA) ones. Without (tests/test_layout.py runs this check
+  with TF_ENABLE_ONEDNN_OPTS=0 too): place_network refuses the network by name instead of failing in the step.
+  """
+  from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
+  mesh = layout.create_mesh(batch=2, model=2, device_type="CPU")
+  inputs = keras.Input((8, 8, 6))
+  x = keras.layers.Conv2D(6, 3, padding="same", groups=6, use_bias=False, name="dw1")(inputs)
+  x = keras.layers.Conv2D(6, 3, strides=2, padding="same", groups=3, use_bias=False, name="dw2")(x)
+  net = keras.Model(inputs, x)
+  if not layout.onednn_enabled():
+    assert_refused_without_onednn(lambda: layout.place_network(net, mesh))
+    return
+  x = np.random.default_rng(0).normal(size=(4, 8, 8, 6)).astype(np.float32)
+
+  def grads(network, x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(tf.square(network(x, training=True)))
+    return tape.gradient(loss, network.trainable_variables + [x])
+
+  single = [g.numpy() for g in tf.function(grads)(net, tf.constant(x))]
+  placed = layout.place_network(net, mesh)
+  on_mesh = tf.function(grads)(placed, layout.to_mesh(x, layout.batch_sharded(mesh, 4)))
+  for name, a, b in zip(("dw1", "dw2", "input"), single, on_mesh):
+    np.testing.assert_allclose(layout.to_host(b), a, rtol=1e-5, atol=1e-5 * np.abs(a).max(), err_msg=name)
 
 
 def main():

@@ -52,6 +52,18 @@ def test_big_families_on_virtual_cpu_meshes(name):
   assert result == "ok", result
 
 
+def test_without_onednn_grouped_convolutions_are_refused_on_a_cpu_mesh():
+  """The check above in a process with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0), where TensorFlow's CPU kernels have
+  no gradient for grouped convolutions: place_network refuses the network with a message naming the problem."""
+  name = "grouped_convolutions_train_on_a_cpu_mesh_only_with_onednn"
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "dtensor_checks.py"), name], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600, check=False,
+                        env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0"))
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+  assert proc.returncode == 0 and lines, proc.stderr[-5000:]
+  assert json.loads(lines[-1])[name] == "ok", json.loads(lines[-1])[name]
+
+
 # --- in this process: no mesh, plans, gin ----------------------------------------------------------------------
 def test_no_mesh_is_the_default_and_leaves_the_single_device_path_as_it_was():
   assert layout.mesh_from_config() is None

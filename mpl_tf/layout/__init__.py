@@ -25,6 +25,8 @@ Limits of tf-keras + DTensor (TF 2.21) met here, each with what this module does
     student weights and lost updates -> DTENSOR_ENABLE_COMBINE_ALL_REDUCES_OPTIMIZATION=0 (set at import);
   - sharded convolution filters are refused -> stored sharded, gathered before use;
   - fused batch norm has no layout propagation -> BatchNormalization(fused=False) in every placed network;
+  - grouped convolutions (EfficientNet's depthwise convs on a mesh) run as plain kernels, not XLA-compiled, and
+    only oneDNN's CPU kernels have their gradient -> refused on a CPU mesh without oneDNN, up front;
   - `LayoutMap.scope()` breaks subclassed models -> only the functional networks are built in it; the method
     model's own variables (step, baseline, Keras counters, metrics) are made replicated DVariables by hooks;
   - StatelessMultinomial (`tf.random.stateless_categorical`) has no layout propagation -> on a mesh,
@@ -54,7 +56,8 @@ from mpl_tf.layout.mesh import (BATCH, MODEL, UNSHARDED, Layout, Mesh, activate,
                                 batch_sharded, create_mesh, initialize, is_chief, mesh_from_config,
                                 mesh_of, replicated, wait_for_clients)
 from mpl_tf.layout.networks import (clone_network, get_weights, is_dtensor, make_optimizer,
-                                    metric_kwargs, network_options, place_model, place_network, set_weights,
-                                    single_device_copy, split, to_host, to_mesh, variable)
+                                    metric_kwargs, network_options, onednn_enabled, place_model, place_network,
+                                    refuse_grouped_convolutions, set_weights, single_device_copy, split, to_host,
+                                    to_mesh, variable)
 from mpl_tf.layout.plan import (FAMILY_NOTES, GatheredConv2D, GatheredDense, Placement, describe, layout_map,
                                 local_shape, per_device_bytes, sharding_plan, single_device_class)

@@ -29,6 +29,8 @@ def place_network(network: keras.Model, mesh: Optional[Mesh]) -> keras.Model:
     raise NotImplementedError(f"a {policy.name} network cannot be placed on a DTensor mesh (tf-keras' LayoutMap does "
                               "not reach variables wrapped for mixed precision); use run.mixed_precision = None "
                               "(float32) on a mesh")
+  grouped = [l.name for l in network.layers if isinstance(l, keras.layers.Conv2D) and getattr(l, "groups", 1) > 1]
+  refuse_grouped_convolutions(mesh, grouped)
   plan = {p.key: p for p in sharding_plan(network, mesh.dim_size(MODEL))}
   if any(isinstance(l, keras.layers.Dropout) for l in network.layers):
     keras.backend.experimental.enable_tf_random_generator()
@@ -74,10 +76,45 @@ def _clone_in_scope(network: keras.Model, lm, mesh: Mesh, layer_class) -> keras.
 
 
 def network_options(family: str, mesh: Optional[Mesh]) -> Dict[str, Any]:
-  """Builder options a family needs on a mesh: EfficientNet's depthwise convs as grouped convs."""
+  """Builder options a family needs on a mesh: EfficientNet's depthwise convs as grouped convs.
+
+  Refuses EfficientNet before it is built where grouped convolutions cannot train (`refuse_grouped_convolutions`).
+  """
   if mesh is not None and family == "efficientnet":
+    refuse_grouped_convolutions(mesh, ["the depthwise convolutions of every EfficientNet block"])
     return {"grouped_depthwise": True}
   return {}
+
+
+def onednn_enabled() -> bool:
+  """Whether this process runs TensorFlow's oneDNN CPU kernels (decided when TensorFlow loads: on by default
+  where TensorFlow finds the CPU features it wants, off with TF_ENABLE_ONEDNN_OPTS=0)."""
+  from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+  return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def refuse_grouped_convolutions(mesh: Mesh, layers: Sequence[str], onednn: Optional[bool] = None) -> None:
+  """Raises NotImplementedError when `layers` (grouped Conv2Ds) cannot be trained on `mesh`: a CPU mesh in a
+  process without oneDNN (`onednn`: None reads `onednn_enabled()`).
+
+  Why: off a mesh Keras runs a grouped convolution XLA-compiled (`_jit_compiled_convolution_op`). DTensor runs
+  the step's ops as plain TensorFlow kernels instead (the failing node is
+  `StatefulPartitionedCall/gradients/Conv2D_grad/Conv2DBackpropFilter`), and TensorFlow's own CPU kernels have
+  no grouped gradient: Conv2DBackpropFilter fails with "filter_size does not have enough elements, requested
+  k*k*C*C, got k*k*C" and Conv2DBackpropInput with "Gradients for grouped convolutions are not supported on
+  CPU". oneDNN's CPU kernels do have it (a mesh's gradients then equal the single-device XLA ones,
+  tests/dtensor_checks.py). The forward pass works either way; GPU meshes are not refused (untested here).
+  """
+  if not layers or mesh.device_type().upper() != "CPU":
+    return
+  if onednn if onednn is not None else onednn_enabled():
+    return
+  raise NotImplementedError(
+      f"grouped convolutions ({', '.join(layers[:3])}{', ...' if len(layers) > 3 else ''}) cannot train on a CPU "
+      "mesh without oneDNN: TensorFlow's plain CPU kernels have no gradient for grouped convolutions (DTensor "
+      "does not run them XLA-compiled as Keras does off a mesh), and this process runs with oneDNN off "
+      "(TF_ENABLE_ONEDNN_OPTS=0, or a CPU TensorFlow does not enable it on). Set TF_ENABLE_ONEDNN_OPTS=1 before "
+      "TensorFlow is imported, or train this network on one device (docs/dtensor.md)")
 
 
 def single_device_copy(network: keras.Model, dtype: Optional[str] = None) -> keras.Model:

@@ -97,7 +97,7 @@ def sharding_plan(network: keras.Model, model_shards: int, dense: str = "sharded
             reason = f"{shape[-1]} outputs do not split into {model_shards} shards"
         elif type(layer) in (keras.layers.Conv2D, GatheredConv2D) and attr == "kernel":
           if layer.groups != 1:
-            reason = "grouped convolution (runs XLA-compiled): kept replicated"
+            reason = "grouped convolution: kept replicated"
           elif _divides(shape[-1], model_shards):
             specs, how = (UNSHARDED,) * 3 + (MODEL,), "gathered"
           else:
