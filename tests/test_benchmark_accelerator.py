@@ -22,4 +22,4 @@ def test_the_accelerator_benchmark_runs_end_to_end_on_a_cpu_with_quick(tmp_path)
     assert mpl["images_per_s"] > 0 and mpl["mpl_over_supervised"] > 1.0 and mpl["peak_mib"] > 0
   assert "error" not in report["run"] and report["run"]["steps"] == 20 and report["run"]["images_per_s"] > 0
   table = (tmp_path / "accelerator.md").read_text()
-  assert "CPU only (no accelerator figure)" in table and "| mixed_float16 | mpl/soft+uda |" in table
+  assert "CPU only (no accelerator figure)" in table and "| mixed_float16 | mpl/hard+uda+recompute |" in table

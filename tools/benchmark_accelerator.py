@@ -5,7 +5,7 @@
 
 1. `tools/benchmark_step.py` (WRN-28-2, 32x32, B = 16, U = 112 in two views) once per precision (float32,
    mixed_bfloat16, mixed_float16), each with XLA off and on, in a process of its own: images/s of every MPL
-   variant and of the supervised step, MPL / supervised step-time ratios, and each step's peak device memory
+   variant (hard / soft labels, UDA, and teacher_activations='recompute') and of the supervised step, MPL / supervised step-time ratios, and each step's peak device memory
    (the allocator's, GPU:0 when there is one).
 2. `gin/cifar10_4k.gin` (WRN-28-2, MPL + UDA, the paper's batch sizes) for 2,000 steps on generated data of
    CIFAR-10's shape (an .npz of random 32x32x3 images, 10 classes: nothing to download), through `mpl_tf.train`:
@@ -58,7 +58,9 @@ def _step_benchmarks(out_dir, quick, precisions):
     path = os.path.join(out_dir, f"step_{precision}.json")
     cmd = [sys.executable, os.path.join(ROOT, "tools", "benchmark_step.py"), f"--precision={precision}",
            f"--output={path}", "--memory=allocator"]  # the device's allocator: what a batch size must fit in
-    cmd += ["--quick", "--jit=off", "--variants=hard+uda,soft+uda"] if quick else ["--jit=both"]
+    # With and without teacher_activations='recompute': on a device, memory is what decides the batch size.
+    cmd += (["--quick", "--jit=off", "--variants=hard+uda,hard+uda+recompute"] if quick else
+            ["--jit=both", "--variants=hard,hard+uda,soft,soft+uda,hard+uda+recompute,soft+uda+recompute"])
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
       results[precision] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
