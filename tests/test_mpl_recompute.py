@@ -123,3 +123,18 @@ def test_second_forward_waits_for_the_student():
           downstream.add(consumer)
           frontier.append(consumer)
   assert any(op.type == "Conv2D" for op in downstream), "the teacher's second forward does not wait for the student"
+
+
+def test_xla_keeps_the_second_forward():
+  """Under XLA a control dependency is no edge of the compiled program: common-subexpression elimination merged
+  the recomputed forward into the first (same convolution count as the default step in the optimised HLO). The
+  step puts an optimisation barrier in the way when the model is compiled with jit_compile."""
+  counts = {}
+  for mode in ("keep", "recompute"):
+    model, _ = run(mode, steps=0)
+    model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=keras.optimizers.SGD(0.1),
+                  jit_compile=True)
+    element = ((tf.zeros((6, 8, 8, 1)), tf.zeros((6,), tf.int32)), (tf.zeros((10, 8, 8, 1)), tf.zeros((10, 8, 8, 1))))
+    hlo = tf.function(model.train_step, jit_compile=True).experimental_get_compiler_ir(element)(stage="optimized_hlo")
+    counts[mode] = hlo.count(" convolution(")
+  assert counts["recompute"] == counts["keep"] + 3, counts  # cnn_small: three convolutions a forward pass

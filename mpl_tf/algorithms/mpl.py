@@ -172,7 +172,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
         label_tape.watch(logits)
       s, mpl, targets = self._feedback(batch["x_l"], batch["y_l"], batch["u_student"], logits, student_lr)
     cotangent = label_tape.gradient(mpl, logits) if soft else None
-    batch = recompute.after([s["h"], cotangent], batch, name="teacher_input_after_student")
+    batch = recompute.after([s["h"], cotangent], batch, name="teacher_input_after_student",
+                            xla_barrier=bool(getattr(self, "_jit_compile", False)))
     recompute.restore(self.teacher, state)
     with tf.GradientTape(watch_accessed_variables=False) as t_tape:
       t_tape.watch(t_vars)

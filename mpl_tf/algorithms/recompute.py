@@ -90,11 +90,25 @@ def restore(network: keras.Model, state: State) -> None:
     variable.assign(value)
 
 
-def after(tensors, structure, name: str = "waits"):
+def after(tensors, structure, name: str = "waits", xla_barrier: bool = False):
   """`structure` with each tensor passed through an identity (named `name`) that waits for `tensors`.
 
   Why: the second forward's inputs exist from the start of the step, so without this the executor may run it
   beside the student's step and hold both networks' activations at once, which is what recomputing avoids.
+  Under XLA (`xla_barrier`) a control dependency is no edge of the compiled program, and XLA's common-subexpression
+  elimination merges the second forward into the first (their convolutions are one set in the optimised HLO,
+  measured). An XLA optimisation barrier over the inputs and `tensors` keeps them apart and in order.
   """
-  with tf.control_dependencies([t for t in tf.nest.flatten(tensors) if t is not None]):
-    return tf.nest.map_structure(lambda v: tf.identity(v, name=name) if tf.is_tensor(v) else v, structure)
+  waits = [t for t in tf.nest.flatten(tensors) if t is not None]
+  with tf.control_dependencies(waits):
+    out = tf.nest.map_structure(lambda v: tf.identity(v, name=name) if tf.is_tensor(v) else v, structure)
+  if not xla_barrier:
+    return out
+  # The op is registered by TensorFlow's XLA bridge only (no kernel outside XLA), not exported in tf.raw_ops.
+  from tensorflow.compiler.tf2xla.ops import gen_xla_ops  # pylint: disable=import-outside-toplevel
+  flat = tf.nest.flatten(out)
+  where = [i for i, v in enumerate(flat) if tf.is_tensor(v)]
+  passed = gen_xla_ops.xla_optimization_barrier([flat[i] for i in where] + waits)
+  for i, value in zip(where, passed):
+    flat[i] = value
+  return tf.nest.pack_sequence_as(out, flat)
