@@ -23,9 +23,10 @@ def net(seed, dropout=0.0):
   return build_model("cnn_small", num_classes=4, input_shape=(8, 8, 1), seed=seed, dropout=dropout)
 
 
-def run(teacher_activations, steps=3, mpl_weight=1.0, pseudo_labels="sample", dropout=0.0):
-  def sgd():
-    return keras.optimizers.SGD(0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
+def run(teacher_activations, steps=3, mpl_weight=1.0, pseudo_labels="sample", dropout=0.0, loss_scale=False):
+  def sgd(scaled=False):
+    optimizer = keras.optimizers.SGD(0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    return keras.mixed_precision.LossScaleOptimizer(optimizer) if scaled else optimizer
 
   teacher = net(1, dropout)
   if dropout:  # the default step draws the same masks only from the same kind of generator
@@ -33,7 +34,7 @@ def run(teacher_activations, steps=3, mpl_weight=1.0, pseudo_labels="sample", dr
   model = MetaPseudoLabelsModel(teacher=teacher, student=net(2), pseudo_labels=pseudo_labels, baseline_decay=0.5,
                                 uda=UDASettings(weight=2.0, temperature=0.7, threshold=0.3), grad_clip_norm=1.0,
                                 mpl_weight=mpl_weight, teacher_activations=teacher_activations, seed=3)
-  model.compile(teacher_optimizer=sgd(), student_optimizer=sgd())
+  model.compile(teacher_optimizer=sgd(loss_scale), student_optimizer=sgd())
   rng = np.random.default_rng(0)
   dtype = keras.backend.floatx()
   images = lambda n: tf.constant(rng.random((n, 8, 8, 1)), dtype)  # noqa: E731
@@ -74,6 +75,23 @@ def test_recomputing_step_with_soft_labels_takes_the_same_meta_gradient_bit_for_
   without_mpl, _ = run("keep", pseudo_labels="soft", mpl_weight=0.0)
   differs = max(np.abs(a - b).max() for a, b in zip(default.teacher.get_weights(), without_mpl.teacher.get_weights()))
   assert differs > 1e-4  # the meta-gradient moved the teacher: the comparison covers it
+
+
+def test_mixed_float16_overflowing_loss_scale_skips_steps_in_both_steps_alike():
+  """mixed_float16 with a dynamic loss scale: the first steps' scaled gradients overflow by design and the
+  optimizer skips them. The default step used to crash there (check_numerics on the logits' gradient); the
+  recomputing step scales the soft labels' cotangent as the default step scales its loss, and must log finite
+  losses on the skipped steps (an inf cotangent times the surrogate's zero made them NaN)."""
+  policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    default, logs_default = run("keep", pseudo_labels="soft", loss_scale=True)
+    again, logs_again = run("recompute", pseudo_labels="soft", loss_scale=True)
+  finally:
+    keras.mixed_precision.set_global_policy(policy)
+  assert float(default.teacher_optimizer.loss_scale) < 2.0 ** 15  # at least one step overflowed and was skipped
+  assert all(np.isfinite(logs_again["teacher/loss"])), logs_again["teacher/loss"]
+  assert_same_run(again, logs_again, default, logs_default)
 
 
 def test_snapshot_and_restore_repeat_a_training_forward():

@@ -171,7 +171,11 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       if soft:
         label_tape.watch(logits)
       s, mpl, targets = self._feedback(batch["x_l"], batch["y_l"], batch["u_student"], logits, student_lr)
-    cotangent = label_tape.gradient(mpl, logits) if soft else None
+    scale = None  # mixed_float16: the meta-gradient runs back through the student's float16 passes, scaled
+    if isinstance(self.teacher_optimizer, keras.mixed_precision.LossScaleOptimizer):
+      scale = tf.cast(self.teacher_optimizer.loss_scale, tf.float32)
+    cotangent = label_tape.gradient(mpl, logits, output_gradients=None if scale is None else tf.cast(
+        scale, mpl.dtype)) if soft else None
     batch = recompute.after([s["h"], cotangent], batch, name="teacher_input_after_student",
                             xla_barrier=bool(getattr(self, "_jit_compile", False)))
     recompute.restore(self.teacher, state)
@@ -179,8 +183,12 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       t_tape.watch(t_vars)
       t = self._teacher_objective(batch)
       again = t["logits_u"]
-      if soft:  # value: the MPL term; gradient: cotangent . d logits / d theta_T
-        mpl = mpl + tf.reduce_sum(tf.stop_gradient(cotangent) * (again - tf.stop_gradient(again)))
+      if soft:  # value: the MPL term; gradient: cotangent . d logits / d theta_T (unscaled, in float32)
+        unscaled = tf.stop_gradient(tf.cast(cotangent, tf.float32) / (1.0 if scale is None else scale))
+        moved = tf.cast(again, tf.float32) - tf.stop_gradient(tf.cast(again, tf.float32))  # 0, with a gradient
+        # multiply_no_nan: 0 where `moved` is 0 even when an overflowed loss scale made the cotangent inf (the
+        # loss-scale optimizer skips that step; a NaN value would stop the run).
+        mpl = mpl + tf.cast(tf.reduce_sum(tf.math.multiply_no_nan(unscaled, moved)), mpl.dtype)
       else:  # the expression `_feedback` computes, on the recomputed logits
         mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, again, self.mpl_reduction)
       t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
@@ -235,8 +243,16 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
   @staticmethod
   def _checked(teacher: dict) -> tf.Tensor:
     """The teacher's logits on the labels' view; NaN logits would make sampling return out-of-range labels, so
-    the step fails here with a message that says so."""
-    return tf.debugging.check_numerics(teacher["logits_u"], "MPL teacher logits on the unlabeled batch")
+    the step fails here with a message that says so.
+
+    Only the values are checked, not the gradient that flows back through them: under mixed_float16 a dynamic
+    loss scale overflows the scaled gradient by design (LossScaleOptimizer skips that step and lowers the scale),
+    and `check_numerics` on the gradient path turned that into a crash.
+    """
+    logits = teacher["logits_u"]
+    check = tf.debugging.check_numerics(tf.stop_gradient(logits), "MPL teacher logits on the unlabeled batch")
+    with tf.control_dependencies([check]):
+      return tf.identity(logits)
 
   def _update_teacher(self, t_tape, t, t_loss, t_vars, s, mpl, student_lr):
     """The teacher's update, the baseline's, the EMA student's (in `_finish_step`), the step's metrics."""
