@@ -113,28 +113,38 @@ def test_reduced_teacher_starts_as_the_big_teacher_and_learns_its_supervised_los
   assert 0.0 <= float(metrics["reduced/agrees_with_big_teacher"]) <= 1.0
 
 
-def test_stored_prediction_dataset_keeps_each_image_with_its_prediction():
-  """Images encode their index, predictions encode it too: after shuffling and batching they still match."""
+def _index_coded(n_l, n_u, k, image_shape=(3,)):
+  """DatasetInputs and StoredPredictions whose images and predictions both encode the example's index (labeled
+  0..n_l-1, unlabeled 100..): p[:, 0] = index / 1000."""
   from mpl_tf.data import augment  # pylint: disable=import-outside-toplevel
-  n_l, n_u, k = 10, 23, 4
-  lab_x = np.repeat(np.arange(n_l, dtype=np.float32)[:, None], 3, 1)
-  unl_x = np.repeat(np.arange(100, 100 + n_u, dtype=np.float32)[:, None], 3, 1)
+  lab_x = np.broadcast_to(np.arange(n_l, dtype=np.float32).reshape((-1,) + (1,) * len(image_shape)),
+                          (n_l,) + image_shape).copy()
+  unl_x = np.broadcast_to(np.arange(100, 100 + n_u, dtype=np.float32).reshape((-1,) + (1,) * len(image_shape)),
+                          (n_u,) + image_shape).copy()
 
-  def prediction(values):  # a distribution whose first entry is the index / 1000
+  def prediction(values):
     p = np.full((len(values), k), 0.0, np.float32)
     p[:, 0] = values / 1000.0
     p[:, 1] = 1.0 - p[:, 0]
     return p
 
+  first = (slice(None),) + (0,) * len(image_shape)
   inputs = DatasetInputs(
       labeled=tf.data.Dataset.from_tensor_slices((lab_x, np.arange(n_l) % k)),
       unlabeled=tf.data.Dataset.from_tensor_slices((unl_x, -np.ones(n_u, np.int64))),
       labeled_indices=np.arange(n_l), unlabeled_indices=np.arange(n_l, n_l + n_u),
       views=augment.gaussian_noise_views(0.0), prepare=lambda x: tf.cast(x, tf.float32), split_digest="d")
-  stored = StoredPredictions(labeled=prediction(lab_x[:, 0]), unlabeled=prediction(unl_x[:, 0]),
+  stored = StoredPredictions(labeled=prediction(lab_x[first]), unlabeled=prediction(unl_x[first]),
                              test=np.zeros((0, k), np.float32), test_labels=np.zeros(0, np.int32),
                              labeled_indices=inputs.labeled_indices, unlabeled_indices=inputs.unlabeled_indices,
                              split_digest="d")
+  return inputs, stored
+
+
+def test_stored_prediction_dataset_keeps_each_image_with_its_prediction():
+  """Images encode their index, predictions encode it too: after shuffling and batching they still match."""
+  n_l, n_u, k = 10, 23, 4
+  inputs, stored = _index_coded(n_l, n_u, k)
   dataset = stored_prediction_dataset(inputs, stored, batch_size=4, unlabeled_batch_size=8, seed=0)
   seen = set()
   for (x_l, y_l, p_l), (x_u, p_u) in dataset.take(12):
@@ -143,6 +153,39 @@ def test_stored_prediction_dataset_keeps_each_image_with_its_prediction():
     np.testing.assert_allclose(p_u.numpy()[:, 0] * 1000.0, x_u.numpy()[:, 0], atol=1e-3)
     seen.update(x_u.numpy()[:, 0].astype(int).tolist())
   assert seen == set(range(100, 100 + n_u)), "every unlabeled image comes round"
+
+
+def test_stored_prediction_stream_checkpoints_a_position_not_a_buffer_and_is_the_same_for_every_iterator(tmp_path):
+  """The trainer checkpoints its iterator symbolically: the stream must resume at the same batch from a
+  checkpoint that holds no images (`shuffle()` saved its whole buffer: about 12 kB an image here), every epoch of
+  a set within the window must be a fresh permutation, and two iterators (a mesh's readers) must agree."""
+  n_l, n_u = 40, 200
+  inputs, stored = _index_coded(n_l, n_u, 4, image_shape=(8, 8, 3))
+  options = tf.data.Options()
+  options.experimental_symbolic_checkpoint = True
+  options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+  dataset = stored_prediction_dataset(inputs, stored, batch_size=8, unlabeled_batch_size=20, seed=3).with_options(
+      options)
+
+  def ids(element):
+    (x_l, _, _), (x_u, _) = element
+    return x_l.numpy()[:, 0, 0, 0].astype(int).tolist(), x_u.numpy()[:, 0, 0, 0].astype(int).tolist()
+
+  it = iter(dataset)
+  seen = [ids(next(it)) for _ in range(13)]  # 2.6 epochs of the labeled set, 1.3 of the unlabeled
+  labeled = [i for batch, _ in seen for i in batch]
+  epochs = [labeled[e * n_l:(e + 1) * n_l] for e in range(2)]
+  assert all(sorted(e) == list(range(n_l)) for e in epochs) and epochs[0] != epochs[1]
+  assert sorted(i for _, batch in seen[:10] for i in batch) == list(range(100, 100 + n_u))
+  assert [ids(e) for e in dataset.take(13)] == seen, "another iterator of the same dataset"
+
+  path = tf.train.Checkpoint(iterator=it).save(str(tmp_path / "ckpt"))
+  expected = [ids(next(it)) for _ in range(6)]
+  restored = iter(dataset)
+  tf.train.Checkpoint(iterator=restored).restore(path)
+  assert [ids(next(restored)) for _ in range(6)] == expected
+  size = sum(f.stat().st_size for f in tmp_path.iterdir())
+  assert size < 30_000, f"the iterator's checkpoint holds {size} bytes"  # 240 images of 768 B: 184 kB
 
 
 def test_big_teacher_is_freed_before_the_student_is_built(tmp_path, monkeypatch):

@@ -155,7 +155,7 @@ def window_shuffled(examples: tf.data.Dataset, window: int, seed: int) -> tf.dat
   are shuffled when prepared, and their order is reshuffled every epoch).
 
   Args:
-    examples: an infinite dataset (repeat it first); its elements may be any structure.
+    examples: an infinite dataset (repeat it first); its elements may be any structure, of any shapes.
     window: elements a window; they are held in memory together.
     seed: the permutations derive from it.
   """
@@ -168,7 +168,19 @@ def window_shuffled(examples: tf.data.Dataset, window: int, seed: int) -> tf.dat
                                                  max_index=window - 1)
     return tf.nest.map_structure(lambda t: tf.gather(t, order), batch)
 
-  return examples.batch(window, drop_remainder=True).enumerate().map(permute).unbatch()
+  specs = tf.nest.flatten(examples.element_spec)
+  if all(isinstance(s, tf.TensorSpec) and s.shape.is_fully_defined() for s in specs):
+    return examples.batch(window, drop_remainder=True).enumerate().map(permute).unbatch()
+  # Elements of varying shapes (decoded JPEGs of any size): the window is a ragged batch, and every component
+  # that came in dense leaves dense again (one element's rows are all of one length, so nothing is padded).
+  dense = tf.nest.map_structure(lambda s: isinstance(s, tf.TensorSpec), examples.element_spec)
+
+  def densify(*element):
+    element = element[0] if len(element) == 1 else element
+    return tf.nest.map_structure(lambda t, d: t.to_tensor() if d and isinstance(t, tf.RaggedTensor) else t,
+                                 element, dense)
+
+  return examples.ragged_batch(window, drop_remainder=True).enumerate().map(permute).unbatch().map(densify)
 
 
 def _check_same_shape(name: str, what: str, x: np.ndarray, shape: Tuple[int, ...]):

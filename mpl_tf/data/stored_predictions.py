@@ -144,7 +144,8 @@ def stored_prediction_dataset(inputs: DatasetInputs, stored: StoredPredictions, 
                               unlabeled_batch_size: int, seed: int, shuffle_buffer: int = 10_000) -> tf.data.Dataset:
   """Phase 3's infinite training dataset of `((x_l, y_l, p_l), (x_u, p_u))` elements (module docstring).
 
-  Each raw example is zipped with its stored prediction *before* the shuffle, so the pair stays together; the
+  Each raw example is zipped with its stored prediction *before* the shuffle, so the pair stays together. The
+  position in the stream is a counter, so a (symbolic) checkpoint of it holds no buffered images. The
   streams then go through `pipeline.train_dataset` (labeled: weak view; unlabeled: strong view, one view, as
   MPL's student sees them), which carries the predictions through untouched.
   """
@@ -153,10 +154,14 @@ def stored_prediction_dataset(inputs: DatasetInputs, stored: StoredPredictions, 
     raise ValueError("the stored predictions were computed on other examples than these inputs")
 
   def stream(examples, probabilities, name):
+    # Zipped first, then permuted in windows (`sources.window_shuffled`): a set of up to `shuffle_buffer` examples
+    # is one window, fully reshuffled every epoch; a larger one is permuted window by window in its examples'
+    # order, as far as a shuffle buffer of that size would move it. Not `shuffle()`: its buffer of decoded images
+    # went into every checkpoint of the run (37.5 MB for 3,000 CIFAR-sized images) and its reshuffle seeds are
+    # shared by all iterators of the dataset, so a mesh's readers saw different orders.
     ds = tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(probabilities)))
-    ds = ds.shuffle(min(len(probabilities), shuffle_buffer), seed=splits.derived_seed(seed, name),
-                    reshuffle_each_iteration=True)
-    return ds.repeat()
+    return sources.window_shuffled(ds.repeat(), max(1, min(len(probabilities), shuffle_buffer)),
+                                   splits.derived_seed(seed, name))
 
   labeled = stream(inputs.labeled, stored.labeled, "labeled").map(lambda xy, p: (xy[0], xy[1], p))
   unlabeled = stream(inputs.unlabeled, stored.unlabeled, "unlabeled").map(lambda xy, p: (xy[0], p))

@@ -124,3 +124,23 @@ def test_window_shuffle_permutes_each_window_and_depends_only_on_the_seed():
   assert a[:12] != list(range(12)) and a[:12] != a[12:24]  # reordered, and differently in every epoch
   with pytest.raises(ValueError, match="window"):
     window_shuffled(stream, 0, 1)
+
+
+def test_window_shuffle_of_images_of_varying_sizes_keeps_each_whole_and_resumes():
+  """Decoded JPEGs of any size (Reduced MPL zips decoded images with their stored predictions): the window is a
+  ragged batch, and each image leaves it dense, whole and unpadded, next to its own label."""
+  def image(i):
+    return tf.fill(tf.stack([5 + i % 3, 4 + i % 2, 3]), tf.cast(i, tf.uint8)), tf.cast(i, tf.int32)
+
+  stream = tf.data.Dataset.range(12).map(image).repeat()
+  shuffled = window_shuffled(stream, 4, seed=5)
+  assert shuffled.element_spec[0] == tf.TensorSpec((None, None, 3), tf.uint8)
+  order = []
+  for x, y in shuffled.take(24):
+    i = int(y)
+    assert x.shape == (5 + i % 3, 4 + i % 2, 3) and np.all(x.numpy() == i)
+    order.append(i)
+  for k in range(0, 24, 4):
+    assert sorted(order[k:k + 4]) == [(k + i) % 12 for i in range(4)]
+  assert order[:12] != list(range(12))
+  assert _resumes_at_the_same_element(shuffled, 7, 9, _equal) < 20_000
