@@ -110,9 +110,13 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
     if eval_datasets and eval_every and (step % eval_every < n or step == steps):
       _write_evaluation(model, eval_datasets, writer, step)
     if step % checkpoint_every < n or step == steps:
+      upcoming = os.path.join(manager.directory, f"ckpt-{step}")
+      if checkpoint_iterator:  # on a mesh, before the model checkpoint (`layout.save_position`); no-op off one
+        layout.save_position(iterator, upcoming)
       saved = manager.save(checkpoint_number=step)
-      if checkpoint_iterator:
-        layout.save_position(iterator, saved, keep=manager.checkpoints)  # no-op off a mesh
+      if saved != upcoming:
+        raise RuntimeError(f"the checkpoint was saved as {saved}, its data position as {upcoming}")
+      layout.prune_positions(manager.directory, manager.checkpoints)
     if progress is not None:
       progress.update(step, values=[(k, v) for k, v in logs.items() if _shown(k)], finalize=step == steps)
   writer.flush()

@@ -153,6 +153,39 @@ def checkpoints_round_trip_mesh_single_device_mesh():
 
 
 @check
+def a_mesh_run_stopped_right_after_a_model_checkpoint_resumes_at_that_checkpoints_data():
+  """Stopped right after the model checkpoint of step 2 (the kill window before the data position was written
+  first: the resumed run restarted its data at the first batch), resumed to step 4: the uninterrupted run."""
+  from mpl_tf import trainer  # pylint: disable=import-outside-toplevel
+  data = steps_data((6,), 4).repeat()  # four distinct batches: a restart at the first one would show
+  mesh = layout.create_mesh(batch=2, model=1, device_type="CPU")
+  def phase(workdir, steps):
+    model, _ = mpl_model(mesh)
+    trainer.train_phase(model, data, workdir=workdir, phase="mpl", steps=steps, checkpoint_every=2,
+                        summary_every=2, verbose=0)
+    return model
+  save = tf.train.CheckpointManager.save
+  def save_then_stop(self, *args, **kwargs):
+    path = save(self, *args, **kwargs)
+    if kwargs.get("checkpoint_number") == 2:
+      raise KeyboardInterrupt(path)
+    return path
+  with tempfile.TemporaryDirectory() as straight, tempfile.TemporaryDirectory() as stopped:
+    reference = state(phase(straight, 4))
+    tf.train.CheckpointManager.save = save_then_stop
+    try:
+      phase(stopped, 4)
+      raise AssertionError("the run was not stopped")
+    except KeyboardInterrupt:
+      pass
+    finally:
+      tf.train.CheckpointManager.save = save
+    assert tf.train.latest_checkpoint(os.path.join(stopped, "checkpoints", "mpl")).endswith("ckpt-2")
+    for key, value in state(phase(stopped, 4)).items():
+      np.testing.assert_allclose(value, reference[key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+@check
 def export_from_a_mesh_serves_the_live_student():
   from mpl_tf import export  # pylint: disable=import-outside-toplevel
   mesh = layout.create_mesh(batch=2, model=2, device_type="CPU")

@@ -51,7 +51,7 @@ os.environ.setdefault("DTENSOR_ENABLE_COMBINE_ALL_REDUCES_OPTIMIZATION", "0")
 
 # pylint: disable=wrong-import-position
 from mpl_tf.layout.inputs import (POSITION_SUFFIX, MeshIterator, checkpointable_iterator, iterator, pseudo_labels,
-                                  restore_position, sample_categorical, save_position)
+                                  prune_positions, restore_position, sample_categorical, save_position)
 from mpl_tf.layout.mesh import (BATCH, MODEL, UNSHARDED, Layout, Mesh, activate, active_mesh,
                                 batch_sharded, create_mesh, initialize, is_chief, mesh_from_config,
                                 mesh_of, replicated, wait_for_clients)

@@ -119,19 +119,26 @@ def checkpointable_iterator(it) -> Optional[Any]:
   return None if isinstance(it, MeshIterator) else it
 
 
-def save_position(it, checkpoint_path: str, keep: Sequence[str] = ()) -> None:
-  """On a mesh, writes the data position next to the model checkpoint `checkpoint_path`; on a mesh or off
-  one, deletes the positions of checkpoints no longer in `keep` (a CheckpointManager's `checkpoints`).
+def save_position(it, checkpoint_path: str) -> None:
+  """On a mesh, writes the data position for the model checkpoint `checkpoint_path`, which is saved next.
 
-  With several DTensor clients only the chief writes and deletes: every client is at the same position, and a
-  plain checkpoint written by two processes to one prefix collides (both write `<prefix>_temp/part-00000-of-00001`
+  Written *before* the model checkpoint: a run stopped between the two then resumes from the previous
+  checkpoint with its own position. The other order left, in that window, a model checkpoint without its
+  position, and the resumed run silently started its data from the first batch again.
+
+  With several DTensor clients only the chief writes: every client is at the same position, and a plain
+  checkpoint written by two processes to one prefix collides (both write `<prefix>_temp/part-00000-of-00001`
   and both merge it; the second merge fails with NotFound, seen with two clients on one machine)."""
+  if is_chief() and isinstance(it, MeshIterator):
+    it.save(checkpoint_path + POSITION_SUFFIX)
+
+
+def prune_positions(directory: str, keep: Sequence[str]) -> None:
+  """Deletes the data positions of checkpoints in `directory` no longer in `keep` (a CheckpointManager's
+  `checkpoints`, after its save), on a mesh or off one (a mesh run's positions, resumed on one device)."""
   if not is_chief():
     return
-  if isinstance(it, MeshIterator):
-    it.save(checkpoint_path + POSITION_SUFFIX)
-  directory = os.path.dirname(checkpoint_path)
-  kept = {os.path.basename(p) + POSITION_SUFFIX for p in list(keep) + [checkpoint_path]}
+  kept = {os.path.basename(p) + POSITION_SUFFIX for p in keep}
   for name in os.listdir(directory):
     stem = name.split(".")[0]
     if stem.endswith(POSITION_SUFFIX) and stem not in kept:
