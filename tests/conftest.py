@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -110,3 +111,28 @@ def tiny_batch(seed: int = 0, n_l: int = 4, n_u: int = 3, in_dim: int = 2, class
   y_l = tf.constant(rng.integers(0, classes, size=n_l), tf.int32)
   x_u = tf.constant(rng.normal(size=(n_u, in_dim)), dtype)
   return x_l, y_l, x_u
+
+
+def checkpoint_options():
+  """What the trainer sets on the dataset it checkpoints."""
+  options = tf.data.Options()
+  options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+  options.experimental_symbolic_checkpoint = True
+  return options
+
+
+def resumes_at_the_same_element(dataset, skip, count, compare):
+  """Checkpoints an iterator after `skip` elements, restores it into a fresh one and compares the next `count`
+  elements (`compare(a, b)`); returns the checkpoint's bytes."""
+  dataset = dataset.with_options(checkpoint_options())
+  it = iter(dataset)
+  for _ in range(skip):
+    next(it)
+  folder = tempfile.mkdtemp()
+  path = tf.train.Checkpoint(iterator=it).save(os.path.join(folder, "ckpt"))
+  expected = [next(it) for _ in range(count)]
+  restored = iter(dataset)
+  tf.train.Checkpoint(iterator=restored).restore(path)
+  for a, b in zip(expected, (next(restored) for _ in range(count))):
+    compare(a, b)
+  return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))

@@ -157,7 +157,7 @@ def stored_prediction_dataset(inputs: DatasetInputs, stored: StoredPredictions, 
     # Zipped first, then permuted in windows (`sources.window_shuffled`): a set of up to `shuffle_buffer` examples
     # is one window, fully reshuffled every epoch; a larger one is permuted window by window in its examples'
     # order, as far as a shuffle buffer of that size would move it. Not `shuffle()`: its buffer of decoded images
-    # went into every checkpoint of the run (37.5 MB for 3,000 CIFAR-sized images) and its reshuffle seeds are
+    # went into every checkpoint of the run (BENCHMARKS.md, "Checkpoint sizes") and its reshuffle seeds are
     # shared by all iterators of the dataset, so a mesh's readers saw different orders.
     ds = tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(probabilities)))
     return sources.window_shuffled(ds.repeat(), max(1, min(len(probabilities), shuffle_buffer)),

@@ -2,7 +2,6 @@
 the real feature specs on files, and training streams whose checkpoint holds a position, not examples."""
 import os
 import sys
-import tempfile
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from mpl_tf.data import build_dataset, tfds_source
 from mpl_tf.data.sources import window_shuffled
-from tests.conftest import ROOT
+from tests.conftest import ROOT, resumes_at_the_same_element
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import generated_tfds  # pylint: disable=wrong-import-position
@@ -49,31 +48,6 @@ def test_generated_files_have_the_real_features_and_split_names(data_dir, name):
   assert stored["image"].numpy().startswith(magic)
 
 
-def _options():
-  """What the trainer sets on the dataset it checkpoints."""
-  options = tf.data.Options()
-  options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
-  options.experimental_symbolic_checkpoint = True
-  return options
-
-
-def _resumes_at_the_same_element(dataset, skip, count, compare):
-  """Checkpoints an iterator after `skip` elements, restores it into a fresh one and compares the next `count`
-  elements (`compare(a, b)`); returns the checkpoint's bytes."""
-  dataset = dataset.with_options(_options())
-  it = iter(dataset)
-  for _ in range(skip):
-    next(it)
-  folder = tempfile.mkdtemp()
-  path = tf.train.Checkpoint(iterator=it).save(os.path.join(folder, "ckpt"))
-  expected = [next(it) for _ in range(count)]
-  restored = iter(dataset)
-  tf.train.Checkpoint(iterator=restored).restore(path)
-  for a, b in zip(expected, (next(restored) for _ in range(count))):
-    compare(a, b)
-  return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
-
-
 def _equal(a, b):
   for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
     np.testing.assert_array_equal(x.numpy(), y.numpy())
@@ -89,9 +63,9 @@ def test_source_streams_resume_at_the_same_example_from_a_checkpoint_of_position
   pool = np.arange(len(source.pool_labels))
   labeled, unlabeled = pool[::3], pool if name == "imagenet2012" else np.setdiff1d(pool, pool[::3])
   # past an epoch of the labeled set (50 examples) and into a later window of 16
-  size = _resumes_at_the_same_element(source.labeled_stream(labeled, seed=1, shuffle_buffer=16), 70, 40, _equal)
+  size = resumes_at_the_same_element(source.labeled_stream(labeled, seed=1, shuffle_buffer=16), 70, 40, _equal)
   assert size < 20_000
-  size = _resumes_at_the_same_element(source.unlabeled_stream(unlabeled, seed=2, shuffle_buffer=16), 170, 40, _equal)
+  size = resumes_at_the_same_element(source.unlabeled_stream(unlabeled, seed=2, shuffle_buffer=16), 170, 40, _equal)
   assert size < 40_000  # SVHN: two parts (train and extra) and the sampler's state
   assert int(source.examples(labeled).cardinality()) == len(labeled)  # Keras' evaluate needs it
 
@@ -107,7 +81,7 @@ def test_the_training_batches_resume_with_the_same_labels(data_dir):
     np.testing.assert_array_equal(a[0][1].numpy(), b[0][1].numpy())
     shapes.append(b[1][0].shape)
 
-  assert _resumes_at_the_same_element(data.train, 13, 12, same_labels) < 20_000
+  assert resumes_at_the_same_element(data.train, 13, 12, same_labels) < 20_000
   assert shapes[0] == (8, 32, 32, 3)
 
 
@@ -143,4 +117,4 @@ def test_window_shuffle_of_images_of_varying_sizes_keeps_each_whole_and_resumes(
   for k in range(0, 24, 4):
     assert sorted(order[k:k + 4]) == [(k + i) % 12 for i in range(4)]
   assert order[:12] != list(range(12))
-  assert _resumes_at_the_same_element(shuffled, 7, 9, _equal) < 20_000
+  assert resumes_at_the_same_element(shuffled, 7, 9, _equal) < 20_000
