@@ -133,7 +133,7 @@ def _index_coded(n_l, n_u, k, image_shape=(3,)):
       labeled=tf.data.Dataset.from_tensor_slices((lab_x, np.arange(n_l) % k)),
       unlabeled=tf.data.Dataset.from_tensor_slices((unl_x, -np.ones(n_u, np.int64))),
       labeled_indices=np.arange(n_l), unlabeled_indices=np.arange(n_l, n_l + n_u),
-      views=augment.gaussian_noise_views(0.0), prepare=lambda x: tf.cast(x, tf.float32), split_digest="d")
+      views=augment.gaussian_noise_views(0.0), prepare=lambda x, seed=None: tf.cast(x, tf.float32), split_digest="d")
   stored = StoredPredictions(labeled=prediction(lab_x[first]), unlabeled=prediction(unl_x[first]),
                              test=np.zeros((0, k), np.float32), test_labels=np.zeros(0, np.int32),
                              labeled_indices=inputs.labeled_indices, unlabeled_indices=inputs.unlabeled_indices,

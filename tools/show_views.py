@@ -29,19 +29,28 @@ flags.DEFINE_integer("strong", 5, "strong views per image")
 flags.DEFINE_integer("seed", 0, "seed of the split and of the augmentation draws")
 
 
-def view_grid(data, num_images: int, num_strong: int):
-  """[rows, 2 + num_strong] images in [0, 1] (HWC) and the row labels, from a `DatasetBundle`."""
+def view_grid(data, num_images: int, num_strong: int, seed: int = 0):
+  """[rows, 2 + num_strong] images in [0, 1] (HWC) and the row labels, from a `DatasetBundle`.
+
+  Strong view k of image i is drawn from the example seed (seed, k * num_images + i), with the same functions
+  training uses (`Views.draws`, `weak`, `strong`)."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   raw = data.raw
   if raw is None:
     raise ValueError(f"{data.name} is not an image dataset: it has no views to show")
   indices = raw.split.labeled[:num_images]
-  examples = raw.source.examples(indices).map(lambda x, y: (raw.prepare(x), y)).batch(len(indices))
+  n = len(indices)
+
+  def draws(k):
+    return tf.stack([raw.views.draws(tf.constant([seed, k * n + i], tf.int64)) for i in range(n)])
+
+  crop_seed = tf.constant([seed, -1], tf.int64)
+  examples = raw.source.examples(indices).map(lambda x, y: (raw.prepare(x, crop_seed), y)).batch(n)
   images, labels = next(iter(examples))
-  weak = raw.views.weak(images)
+  weak = raw.views.weak(images, draws(0))
   columns = [raw.views.finish(images), raw.views.finish(weak)]
-  columns += [raw.views.finish(raw.views.strong(weak)) for _ in range(num_strong)]
+  columns += [raw.views.finish(raw.views.strong(weak, draws(k + 1))) for k in range(num_strong)]
   grid = np.stack([c.numpy() for c in columns], axis=1)
   names = data.class_names or tuple(str(i) for i in range(data.num_classes))
   return grid, [names[int(y)] for y in tf.reshape(labels, [-1]).numpy()]
@@ -78,7 +87,7 @@ def main(argv):
   tf.random.set_global_generator(tf.random.Generator.from_seed(FLAGS.seed))
   tf.random.set_seed(FLAGS.seed)
   data = experiment.load_data(FLAGS.seed)
-  grid, labels = view_grid(data, FLAGS.images, FLAGS.strong)
+  grid, labels = view_grid(data, FLAGS.images, FLAGS.strong, FLAGS.seed)
   save_grid(grid, labels, FLAGS.out)
   print(f"{FLAGS.out}: {len(labels)} images of {data.split_name}; {augment.describe(data.augmentation)}")
 

@@ -1,12 +1,14 @@
 """Weak and strong views of image batches, as in the paper: flip + pad-and-crop, and RandAugment + Cutout.
 
 Images are float32 in [0, 255] here (uint8 inputs are cast); `finish` clips and scales to [0, 1] at the end.
-Both views work on batches [B, H, W, C] and draw everything per image: a flip, a crop offset, N RandAugment ops
-with their random signs and ranges, a Cutout position. They run eagerly and inside `tf.data` maps.
+Both views work on batches [B, H, W, C] and decide everything per image from that image's own draws (`Views`):
+a flip, a crop offset, N RandAugment ops with their random signs and ranges, a SamplePairing partner, a Cutout
+position. The draws come from TensorFlow's stateless random ops seeded per example, so the same run seed gives the
+same views on every run, reader, worker count and resume. They run eagerly and inside `tf.data` maps.
 
 RandAugment's op lists are the paper's Table 5: CIFAR-10 and ImageNet share one list; SVHN's has no Rotate,
 TranslateX or SamplePairing (house numbers are also never flipped: a mirrored digit is another or no digit).
-The ops are keras-cv / Keras 3 layers except SamplePairing and pad-and-crop (augment_ops.py).
+The ops are pure functions in augment_ops.py, written after PIL's (why not keras-cv layers: its docstring).
 
 Magnitude M is on RandAugment's scale, where 10 is the reference maximum; the official MPL code uses 16 on
 CIFAR-10 and 17 on ImageNet, past that maximum. With m = M / 10 each op's strength grows linearly in m
@@ -17,18 +19,16 @@ CIFAR-10 and 17 on ImageNet, past that maximum. With m = M / 10 each op's streng
   0.5). AutoContrast, Equalize and Invert have no magnitude.
 Two deliberate differences from the official code: its Posterize keeps int(4m) bits and its Solarize threshold
 is 256m, so both get *weaker* as M grows (at M=16 its Solarize never fires); here every op gets stronger with M.
-Where a keras-cv layer samples a range (brightness, contrast, translation, rotation, sharpness) the magnitude
-sets the range's bound rather than a fixed value with a random sign.
+Where an op samples a range (brightness, contrast, translation, rotation, sharpness) the magnitude sets the
+range's bound rather than a fixed value with a random sign, as the keras-cv layers the views used before did.
 """
 import dataclasses
 from typing import Callable, Dict, Sequence, Tuple
 
-import keras
-import keras_cv
 import numpy as np
 import tensorflow as tf
 
-from mpl_tf.data.augment_ops import PAIRING_KEY, SamplePairing, random_pad_and_crop
+from mpl_tf.data import augment_ops as ops
 
 # Table 5 of the paper.
 CIFAR10_OPS: Tuple[str, ...] = (
@@ -55,7 +55,6 @@ OWN_DATA_OPS: Tuple[str, ...] = (
 ALL_OPS: Tuple[str, ...] = tuple(sorted(set(CIFAR10_OPS) | set(SVHN_OPS) | set(DIGITS_OPS)))
 MAGNITUDE_FREE_OPS = frozenset({"AutoContrast", "Equalize", "Invert"})
 
-_RANGE = (0, 255)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,52 +149,60 @@ def op_parameters(name: str, magnitude: float) -> Dict[str, float]:
   return table[name]
 
 
-def make_op(name: str, magnitude: float, fill_value: float = 128.0) -> keras.layers.Layer:
-  """Builds the layer for one RandAugment op at magnitude M, for images in [0, 255]."""
+def op_function(name: str, magnitude: float, fill_value: float = 128.0) -> Callable:
+  """The RandAugment op `name` at magnitude M as `fn(images, u, partners)`: images [b, H, W, C] in [0, 255],
+  u float32 [b, 2] uniform draws (a value in the op's range, a sign), partners [b, H, W, C] (SamplePairing's).
+
+  Ops with a range (Rotate, TranslateX/Y, Brightness, Contrast, Sharpness) take a value uniform in
+  [-bound, bound] around "no change"; Shear takes its fixed size with a random sign; Color, Posterize,
+  Solarize and SamplePairing have a fixed strength.
+  """
   p = op_parameters(name, magnitude)
-  layers = keras_cv.layers
-  geometric = {"fill_mode": "constant", "fill_value": float(fill_value)}
-  if name == "AutoContrast":
-    return layers.AutoContrast(value_range=_RANGE)
-  if name == "Equalize":
-    return layers.Equalization(value_range=_RANGE)
-  if name == "Invert":
-    return keras.layers.RandomInvert(factor=(1.0, 1.0), value_range=_RANGE)
-  if name == "Rotate":
-    return layers.RandomRotation(factor=p["degrees"] / 360.0, **geometric)
-  if name in ("ShearX", "ShearY"):
-    factor = (p["shear"], p["shear"])  # fixed size, random sign (keras-cv draws the sign per image)
-    axes = {"x_factor": factor} if name == "ShearX" else {"y_factor": factor}
-    return layers.RandomShear(**axes, **geometric)
-  if name in ("TranslateX", "TranslateY"):
-    f = p["fraction"]
-    height, width = ((0.0, 0.0), (-f, f)) if name == "TranslateX" else ((-f, f), (0.0, 0.0))
-    return layers.RandomTranslation(height_factor=height, width_factor=width, **geometric)
-  if name == "Posterize":
-    return layers.Posterization(value_range=_RANGE, bits=p["bits"])
-  if name == "Solarize":
-    return layers.Solarization(value_range=_RANGE, threshold_factor=(p["threshold"], p["threshold"]))
-  if name == "Color":
-    return layers.RandomColorDegeneration(factor=(p["degenerate"], p["degenerate"]))
-  if name == "Contrast":
-    return layers.RandomContrast(value_range=_RANGE, factor=p["delta"])
-  if name == "Sharpness":
-    # Keras 3 factor f blends towards a blur (f=0), the image (f=0.5) or a sharpened image (f=1): PIL's 2f.
-    d = p["delta"] / 2.0
-    return keras.layers.RandomSharpness(factor=(0.5 - d, 0.5 + d), value_range=_RANGE)
-  if name == "Brightness":
-    return layers.RandomBrightness(factor=p["delta"], value_range=_RANGE)
-  if name == "SamplePairing":
-    return SamplePairing(weight=p["weight"], value_range=_RANGE)
-  raise AssertionError(name)  # op_parameters already rejected unknown names
+  fill = float(fill_value)
+
+  def centred(u):  # uniform in [-1, 1)
+    return 2.0 * u[:, 0] - 1.0
+
+  def sign(u):
+    return tf.where(u[:, 1] < 0.5, -1.0, 1.0)
+
+  def size(images, axis):
+    return tf.cast(tf.shape(images)[2 if axis == "x" else 1], tf.float32)
+
+  table = {
+      "AutoContrast": lambda x, u, q: ops.autocontrast(x),
+      "Equalize": lambda x, u, q: ops.equalize(x),
+      "Invert": lambda x, u, q: ops.invert(x),
+      "Posterize": lambda x, u, q: ops.posterize(x, p.get("bits", 8)),
+      "Solarize": lambda x, u, q: ops.solarize(x, p.get("threshold", 256.0)),
+      "Color": lambda x, u, q: ops.color(x, tf.fill(tf.shape(x)[:1], 1.0 - p.get("degenerate", 0.0))),
+      "Contrast": lambda x, u, q: ops.contrast(x, 1.0 + p.get("delta", 0.0) * centred(u)),
+      "Sharpness": lambda x, u, q: ops.sharpness(x, 1.0 + p.get("delta", 0.0) * centred(u)),
+      "Brightness": lambda x, u, q: ops.brightness(x, ops.MAX * p.get("delta", 0.0) * centred(u)),
+      "SamplePairing": lambda x, u, q: ops.sample_pairing(x, q, p.get("weight", 0.0)),
+      "Rotate": lambda x, u, q: ops.rotate(x, p.get("degrees", 0.0) * centred(u), fill),
+      "ShearX": lambda x, u, q: ops.shear(x, p.get("shear", 0.0) * sign(u), "x", fill),
+      "ShearY": lambda x, u, q: ops.shear(x, p.get("shear", 0.0) * sign(u), "y", fill),
+      "TranslateX": lambda x, u, q: ops.translate(x, p.get("fraction", 0.0) * size(x, "x") * centred(u), "x", fill),
+      "TranslateY": lambda x, u, q: ops.translate(x, p.get("fraction", 0.0) * size(x, "y") * centred(u), "y", fill),
+  }
+  return table[name]
 
 
 def _to_float(images: tf.Tensor) -> tf.Tensor:
   return tf.cast(images, tf.float32)
 
 
+WEAK_DRAWS = 3  # flip, crop row, crop column
+_DRAWS_PER_OP = 5  # applied?, which op, the op's value, its sign, SamplePairing's partner
+
+
+def _columns(draws: tf.Tensor, start: int, count: int) -> tf.Tensor:
+  return draws[:, start:start + count]
+
+
 class WeakAugment:
-  """Weak view: random horizontal flip (if allowed) and pad-and-crop translation, per image.
+  """Weak view: horizontal flip (if allowed) and pad-and-crop translation, per image, from its draws.
 
   Args:
     config: the dataset's augmentation settings.
@@ -204,51 +211,75 @@ class WeakAugment:
 
   def __init__(self, config: AugmentConfig, image_shape: Sequence[int]):
     self.config = config
-    self._flip = keras_cv.layers.RandomFlip(mode="horizontal") if config.flip else None
     self._pad = int(round(config.pad_fraction * min(int(image_shape[0]), int(image_shape[1]))))
 
-  def __call__(self, images: tf.Tensor) -> tf.Tensor:
+  def __call__(self, images: tf.Tensor, draws: tf.Tensor) -> tf.Tensor:
+    """images [B, H, W, C]; draws float32 [B, >= WEAK_DRAWS] (its first WEAK_DRAWS columns are read)."""
     images = _to_float(images)
-    if self._flip is not None:
-      images = self._flip(images)
-    return random_pad_and_crop(images, self._pad, self.config.fill_value)
+    u = _columns(draws, 0, WEAK_DRAWS)
+    if self.config.flip:
+      images = ops.flip(images, u[:, 0])
+    return ops.pad_and_crop(images, self._pad, self.config.fill_value, u[:, 1], u[:, 2])
 
 
 class StrongAugment:
   """Strong view: N RandAugment ops per image at magnitude M, then Cutout (then optionally the weak jitter).
 
-  Call it on a batch: each image draws its own ops. Give it the weak view of the images, as the official code
-  does, so the strong view is a further distortion of the weak one.
+  Give it the weak view of the images, as the official code does, so the strong view is a further distortion
+  of the weak one. Each of the N rounds sends every image to the op its draws chose (or none, with probability
+  1 - op_rate); the images of one op are processed together (`tf.dynamic_partition` / `dynamic_stitch`), so a
+  round costs one op per image, not every op on every image. SamplePairing's partner is another image of the
+  same batch, drawn per image.
+
+  Args:
+    config: the dataset's augmentation settings.
+    image_shape: (H, W, C) of the images it will see.
+    offset: the first column of a view's draws that this view reads (the weak view reads those before).
   """
 
-  def __init__(self, config: AugmentConfig, image_shape: Sequence[int]):
+  def __init__(self, config: AugmentConfig, image_shape: Sequence[int], offset: int = WEAK_DRAWS):
     self.config = config
-    self.op_layers = [make_op(name, config.magnitude, config.fill_value) for name in config.ops]
+    self.offset = offset
+    self.op_functions = [op_function(name, config.magnitude, config.fill_value) for name in config.ops]
     self._needs_partner = "SamplePairing" in config.ops
-    self._pipeline = None
-    if config.num_ops and self.op_layers:
-      self._pipeline = keras_cv.layers.RandomAugmentationPipeline(
-          layers=self.op_layers, augmentations_per_image=config.num_ops, rate=config.op_rate)
-    self._cutout = None
-    if config.cutout_fraction:
-      c = config.cutout_fraction
-      self._cutout = keras_cv.layers.RandomCutout(
-          height_factor=(c, c), width_factor=(c, c), fill_mode="constant", fill_value=config.fill_value)
+    self._num_ops = config.num_ops if self.op_functions else 0
     self._jitter = WeakAugment(config, image_shape) if config.rejitter_strong else None
+    self.num_draws = _DRAWS_PER_OP * self._num_ops + 2 + (WEAK_DRAWS if self._jitter else 0)
 
-  def __call__(self, images: tf.Tensor) -> tf.Tensor:
+  def _round(self, images: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+    """One RandAugment round: each image through the op its draws `u` [B, 5] chose."""
+    count = len(self.op_functions)
+    chosen = tf.minimum(tf.cast(u[:, 1] * count, tf.int32), count - 1)
+    which = tf.where(u[:, 0] < self.config.op_rate, chosen, count)  # `count`: this round leaves the image
+    batch = tf.shape(images)[0]
+    partners = images
+    if self._needs_partner:  # another image of the batch: i + 1 + floor(u (B - 1)) mod B
+      others = tf.maximum(batch - 1, 1)
+      step = 1 + tf.minimum(tf.cast(u[:, 4] * tf.cast(others, tf.float32), tf.int32), others - 1)
+      partners = tf.gather(images, (tf.range(batch) + step) % batch)
+    positions = tf.dynamic_partition(tf.range(batch), which, count + 1)
+    results = []
+    for k, fn in enumerate(self.op_functions):
+      idx = positions[k]
+      results.append(fn(tf.gather(images, idx), tf.gather(u[:, 2:4], idx), tf.gather(partners, idx)))
+    results.append(tf.gather(images, positions[count]))
+    return tf.ensure_shape(tf.dynamic_stitch(positions, results), images.shape)
+
+  def __call__(self, images: tf.Tensor, draws: tf.Tensor) -> tf.Tensor:
+    """images [B, H, W, C] (the weak view); draws float32 [B, offset + num_draws]."""
     images = _to_float(images)
     if images.shape.rank != 4:
       raise ValueError(f"StrongAugment works on batches [B, H, W, C], got shape {images.shape}")
-    if self._pipeline is not None:
-      inputs = {"images": images}
-      if self._needs_partner:
-        inputs[PAIRING_KEY] = tf.roll(images, shift=1, axis=0)
-      images = self._pipeline(inputs)["images"]
-    if self._cutout is not None:
-      images = self._cutout(images)
+    column = self.offset
+    for _ in range(self._num_ops):
+      images = self._round(images, _columns(draws, column, _DRAWS_PER_OP))
+      column += _DRAWS_PER_OP
+    if self.config.cutout_fraction:
+      u = _columns(draws, column, 2)
+      images = ops.cutout(images, self.config.cutout_fraction, self.config.fill_value, u[:, 0], u[:, 1])
+    column += 2
     if self._jitter is not None:
-      images = self._jitter(images)
+      images = self._jitter(images, _columns(draws, column, WEAK_DRAWS))
     return tf.clip_by_value(images, 0.0, 255.0)
 
 
@@ -259,28 +290,47 @@ def finish(images: tf.Tensor) -> tf.Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class Views:
-  """Batch-level view functions for one dataset: `weak(x)`, `strong(weak_x)`, `finish(view)`."""
-  weak: Callable[[tf.Tensor], tf.Tensor]
-  strong: Callable[[tf.Tensor], tf.Tensor]
+  """Batch-level view functions for one dataset, driven by per-example draws.
+
+  `draws(seed)` makes one example's random numbers, float32 [num_draws], with TensorFlow's stateless ops from
+  that example's seed (int64 [2]; the pipeline derives it from the run's seed and the example's position in
+  its stream, `pipeline.example_seeds`). A batch's draws [B, num_draws] then drive `weak(x, draws)` and
+  `strong(weak_x, draws)` (each reads its own columns); `finish(view)` scales to the models' range. A view of
+  an example is therefore a function of (run seed, stream, position, view) alone.
+  """
+  weak: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+  strong: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
   finish: Callable[[tf.Tensor], tf.Tensor]
+  num_draws: int
+  distribution: str = "uniform"  # or "normal"
+
+  def draws(self, seed: tf.Tensor) -> tf.Tensor:
+    """One example's draws from its seed: uniform in [0, 1) (images) or standard normal (noise views)."""
+    shape = [max(self.num_draws, 1)]
+    if self.distribution == "normal":
+      return tf.random.stateless_normal(shape, seed=seed)
+    return tf.random.stateless_uniform(shape, seed=seed)
 
 
 def image_views(config: AugmentConfig, image_shape: Sequence[int]) -> Views:
   """The weak and strong image views of `config` for images of `image_shape`, and the [0, 1] scaling."""
-  return Views(weak=WeakAugment(config, image_shape), strong=StrongAugment(config, image_shape), finish=finish)
+  strong = StrongAugment(config, image_shape, offset=WEAK_DRAWS)
+  return Views(weak=WeakAugment(config, image_shape), strong=strong, finish=finish,
+               num_draws=WEAK_DRAWS + strong.num_draws)
 
 
-def gaussian_noise_views(stddev: float = 0.0) -> Views:
-  """Views for vector data (two moons): weak = identity, strong = identity plus N(0, stddev^2) noise."""
+def gaussian_noise_views(stddev: float = 0.0, dimensions: int = 2) -> Views:
+  """Views for vector data (two moons): weak = identity, strong = identity plus N(0, stddev^2) noise, the
+  noise being the example's normal draws."""
   if stddev < 0:
     raise ValueError(f"noise stddev must be >= 0, got {stddev}")
 
-  def identity(x: tf.Tensor) -> tf.Tensor:
+  def identity(x: tf.Tensor, draws: tf.Tensor = None) -> tf.Tensor:
+    del draws
     return tf.cast(x, tf.float32)
 
-  def noisy(x: tf.Tensor) -> tf.Tensor:
+  def noisy(x: tf.Tensor, draws: tf.Tensor) -> tf.Tensor:
     x = tf.cast(x, tf.float32)
-    return x + tf.random.normal(tf.shape(x), stddev=stddev) if stddev > 0 else x
+    return x + stddev * tf.reshape(draws[:, :dimensions], tf.shape(x)) if stddev > 0 else x
 
-  return Views(weak=identity, strong=noisy, finish=identity)
-
+  return Views(weak=identity, strong=noisy, finish=identity, num_draws=dimensions, distribution="normal")

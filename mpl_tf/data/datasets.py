@@ -255,11 +255,11 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
   train = pipeline.train_dataset(
       source.labeled_stream(split.labeled, lab_seed, shuffle_buffer),
       source.unlabeled_stream(split.unlabeled, unl_seed, shuffle_buffer),
-      batch_size=batch_size, unlabeled_batch_size=unlabeled_batch_size, views=views, prepare=train_prepare,
-      two_views=two_views, unlabeled_view=unlabeled_view)
+      batch_size=batch_size, unlabeled_batch_size=unlabeled_batch_size, views=views, seed=seed,
+      prepare=train_prepare, two_views=two_views, unlabeled_view=unlabeled_view)
   labeled = pipeline.labeled_dataset(
       source.labeled_stream(split.labeled, splits.derived_seed(seed, "finetune"), shuffle_buffer),
-      batch_size=labeled_batch_size, views=views, prepare=train_prepare)
+      batch_size=labeled_batch_size, views=views, seed=seed, prepare=train_prepare)
   validation = pipeline.eval_dataset(source.examples(split.validation) if split.validation.size else None,
                                      batch_size=eval_batch_size, finish=views.finish, prepare=eval_prepare)
   test_examples = source.test_examples() if own_test else source.examples(split.test)
@@ -286,17 +286,17 @@ def _two_moons(num_labeled, seed, batch_size, unlabeled_batch_size, labeled_batc
   data = two_moons.load_two_moons(num_labeled=int(num_labeled), seed=seed)
   source = sources.ArraySource("two_moons", data["x"], data["y"], 2)
   everything = np.arange(len(data["y"]))
-  views = augment.gaussian_noise_views(noise_stddev)
+  views = augment.gaussian_noise_views(noise_stddev, dimensions=data["x"].shape[1])
   lab_seed, unl_seed = splits.derived_seed(seed, "labeled"), splits.derived_seed(seed, "unlabeled")
   split = splits.Split(labeled=data["labeled_index"], unlabeled=data["unlabeled_index"],
                        validation=np.zeros(0, np.int64), test=everything)
   train = pipeline.train_dataset(
       source.labeled_stream(split.labeled, lab_seed, 0), source.unlabeled_stream(split.unlabeled, unl_seed, 0),
-      batch_size=batch_size, unlabeled_batch_size=unlabeled_batch_size, views=views, two_views=two_views,
-      unlabeled_view=unlabeled_view)
+      batch_size=batch_size, unlabeled_batch_size=unlabeled_batch_size, views=views, seed=seed,
+      two_views=two_views, unlabeled_view=unlabeled_view)
   finetune_seed = splits.derived_seed(seed, "finetune")
   labeled = pipeline.labeled_dataset(source.labeled_stream(split.labeled, finetune_seed, 0),
-                                     batch_size=labeled_batch_size, views=views)
+                                     batch_size=labeled_batch_size, views=views, seed=seed)
   test = pipeline.eval_dataset(source.examples(everything), batch_size=eval_batch_size, finish=views.finish)
   return DatasetBundle(
       name="two_moons", split_name=split_name, split_digest=split.digest(), num_classes=2, input_shape=(2,),

@@ -6,32 +6,56 @@ The contract (fixed by the algorithm code):
   labeled     infinite `(x, y)` batches of the labeled set in the weak view (supervised training, finetuning).
   evaluation  finite `(x, y)` batches, not augmented.
 The two views of an unlabeled example are of the same image: the strong view is RandAugment + Cutout applied to
-the weak view, as in the official code. Per-example work (decoding, ImageNet's crops) runs in a parallel map
-before batching; augmentation runs on whole batches (each image still draws its own ops) in a parallel map
-after it, which amortises tf.data's per-element cost; everything is prefetched.
+the weak view, as in the official code. Per-example work (decoding, ImageNet's crops, the example's random
+draws) runs in a parallel map before batching; augmentation runs on whole batches (each image through its own
+draws) in a parallel map after it, which amortises tf.data's per-element cost; everything is prefetched.
+
+Randomness: every example of a training stream gets the seed (stream key, position in the stream), where the
+key derives from the run's seed and the stream's name (`example_seeds`), and everything random about its views
+is drawn from that seed with stateless ops. Positions count across epochs, so an example seen again gets new
+views. The pipeline therefore holds no stateful random op: the same seed gives the same batches whatever the
+parallelism, every reader of a mesh makes the same views, and the iterator's symbolic checkpoint (a count per
+stream) restores the very batches an uninterrupted run would have seen.
 """
 from typing import Callable, Optional
 
 import tensorflow as tf
 
 from mpl_tf.data.augment import Views
+from mpl_tf.data.splits import derived_seed
 
 AUTOTUNE = tf.data.AUTOTUNE
-Prepare = Callable[[tf.Tensor], tf.Tensor]
+Prepare = Callable[..., tf.Tensor]  # (image, seed=None) -> image; the seed is an example's int64 [2]
 
 
-def as_float(image: tf.Tensor) -> tf.Tensor:
+def as_float(image: tf.Tensor, seed: Optional[tf.Tensor] = None) -> tf.Tensor:
   """Per-example preparation of fixed-size data: only a cast (values stay in [0, 255])."""
+  del seed
   return tf.cast(image, tf.float32)
+
+
+def example_seeds(stream: tf.data.Dataset, seed: int, name: str) -> tf.data.Dataset:
+  """`(example_seed, *element)` for every element of `stream`: example_seed = int64 [derived key, position]."""
+  key = tf.constant(derived_seed(seed, f"views/{name}"), tf.int64)
+
+  def attach(position, element):
+    element = element if isinstance(element, tuple) else (element,)
+    return (tf.stack([key, position]), *element)
+
+  return stream.enumerate().map(attach)
+
+
+def _split_seed(seed: tf.Tensor):
+  """An example's seed -> (the seed of its view draws, the seed of its preparation's crop)."""
+  return (tf.random.experimental.stateless_fold_in(seed, 0), tf.random.experimental.stateless_fold_in(seed, 1))
 
 
 def random_resized_crop(size: int, area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3)) -> Prepare:
   """Inception-style random crop resized to size x size: ImageNet's training-time translation and scale."""
 
-  def prepare(image: tf.Tensor) -> tf.Tensor:
-    # The stateful op refuses to run under op determinism (the run enables it) without a fixed seed, which would
-    # give every stream the same crops: draw a seed per image, as the other augmentation ops draw their values.
-    seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+  def prepare(image: tf.Tensor, seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+    if seed is None:
+      raise ValueError("random_resized_crop needs the example's seed (a training stream's `example_seeds`)")
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=seed,
         min_object_covered=0.1, aspect_ratio_range=aspect_ratio_range, area_range=area_range,
@@ -46,7 +70,8 @@ def random_resized_crop(size: int, area_range=(0.08, 1.0), aspect_ratio_range=(3
 def center_crop(size: int, crop_fraction: float = 224 / 256) -> Prepare:
   """Central crop of `crop_fraction` of the shorter side, resized to size x size: ImageNet's evaluation view."""
 
-  def prepare(image: tf.Tensor) -> tf.Tensor:
+  def prepare(image: tf.Tensor, seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+    del seed
     shape = tf.shape(image)
     side = tf.cast(crop_fraction * tf.cast(tf.minimum(shape[0], shape[1]), tf.float32), tf.int32)
     side = tf.maximum(side, 1)
@@ -65,8 +90,8 @@ def _check_positive(**values):
 
 
 def train_dataset(labeled: tf.data.Dataset, unlabeled: tf.data.Dataset, *, batch_size: int,
-                  unlabeled_batch_size: int, views: Views, prepare: Prepare = as_float, two_views: bool = True,
-                  unlabeled_view: str = "strong") -> tf.data.Dataset:
+                  unlabeled_batch_size: int, views: Views, seed: int, prepare: Prepare = as_float,
+                  two_views: bool = True, unlabeled_view: str = "strong") -> tf.data.Dataset:
   """The infinite MPL training dataset.
 
   Elements may carry more per-example tensors than the image (labeled `(example, label, *extra)`, unlabeled
@@ -78,7 +103,8 @@ def train_dataset(labeled: tf.data.Dataset, unlabeled: tf.data.Dataset, *, batch
     unlabeled: infinite, shuffled `example` stream.
     batch_size: B, labeled examples a step.
     unlabeled_batch_size: unlabeled examples a step (uda_ratio * B).
-    views: the dataset's weak / strong / finish functions.
+    views: the dataset's weak / strong / finish functions and per-example draws.
+    seed: the run's seed; every example's views derive from it and the example's position (`example_seeds`).
     prepare: per-example preparation to a fixed shape (cast; ImageNet: random resized crop).
     two_views: yield `(x_u_weak, x_u_strong)`; else one view, chosen by `unlabeled_view`.
     unlabeled_view: "strong" or "weak", the single unlabeled view when `two_views` is False.
@@ -86,33 +112,43 @@ def train_dataset(labeled: tf.data.Dataset, unlabeled: tf.data.Dataset, *, batch
   _check_positive(batch_size=batch_size, unlabeled_batch_size=unlabeled_batch_size)
   if unlabeled_view not in ("strong", "weak"):
     raise ValueError(f"unlabeled_view must be 'strong' or 'weak', got {unlabeled_view!r}")
-  lab = labeled_dataset(labeled, batch_size=batch_size, views=views, prepare=prepare, prefetch=False)
+  lab = labeled_dataset(labeled, batch_size=batch_size, views=views, seed=seed, prepare=prepare, prefetch=False,
+                        stream="train/labeled")
 
-  def unlabeled_views(x):
-    weak = views.weak(x)
+  def unlabeled_views(x, draws, *extra):
+    weak = views.weak(x, draws)
     if two_views:
-      return views.finish(weak), views.finish(views.strong(weak))
-    return views.finish(views.strong(weak) if unlabeled_view == "strong" else weak)
+      out = (views.finish(weak), views.finish(views.strong(weak, draws)))
+    else:
+      out = views.finish(views.strong(weak, draws) if unlabeled_view == "strong" else weak)
+    return (out, *extra) if extra else out
 
-  unl = unlabeled.map(_on_image(prepare), num_parallel_calls=AUTOTUNE)
-  unl = unl.batch(unlabeled_batch_size, drop_remainder=True).map(_on_image(unlabeled_views), num_parallel_calls=AUTOTUNE)
+  unl = example_seeds(unlabeled, seed, "train/unlabeled").map(_prepared(prepare, views), num_parallel_calls=AUTOTUNE)
+  unl = unl.batch(unlabeled_batch_size, drop_remainder=True).map(unlabeled_views, num_parallel_calls=AUTOTUNE)
   return tf.data.Dataset.zip((lab, unl)).prefetch(AUTOTUNE)
 
 
-def labeled_dataset(labeled: tf.data.Dataset, *, batch_size: int, views: Views, prepare: Prepare = as_float,
-                    prefetch: bool = True) -> tf.data.Dataset:
-  """Infinite `(x, y)` batches of the labeled stream in the weak view (x float32 [0, 1], y int32)."""
+def labeled_dataset(labeled: tf.data.Dataset, *, batch_size: int, views: Views, seed: int,
+                    prepare: Prepare = as_float, prefetch: bool = True, stream: str = "labeled") -> tf.data.Dataset:
+  """Infinite `(x, y)` batches of the labeled stream in the weak view (x float32 [0, 1], y int32); `stream`
+  names it for its examples' seeds (`example_seeds`)."""
   _check_positive(batch_size=batch_size)
-  ds = labeled.map(lambda x, y, *extra: (prepare(x), tf.cast(y, tf.int32), *extra), num_parallel_calls=AUTOTUNE)
-  ds = ds.batch(batch_size, drop_remainder=True)
-  ds = ds.map(lambda x, y, *extra: (views.finish(views.weak(x)), y, *extra), num_parallel_calls=AUTOTUNE)
+
+  def cast_label(x, draws, y, *extra):
+    return (x, draws, tf.cast(y, tf.int32), *extra)
+
+  ds = example_seeds(labeled, seed, stream).map(_prepared(prepare, views), num_parallel_calls=AUTOTUNE)
+  ds = ds.map(cast_label).batch(batch_size, drop_remainder=True)
+  ds = ds.map(lambda x, draws, y, *extra: (views.finish(views.weak(x, draws)), y, *extra),
+              num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE) if prefetch else ds
 
 
-def _on_image(fn: Callable) -> Callable:
-  """`fn` applied to an element's image, other components (`train_dataset`'s extras) passed through."""
-  def apply(x, *extra):
-    return (fn(x), *extra) if extra else fn(x)
+def _prepared(prepare: Prepare, views: Views) -> Callable:
+  """(example_seed, image, *rest) -> (prepared image, the example's draws, *rest)."""
+  def apply(seed, x, *rest):
+    draw_seed, crop_seed = _split_seed(seed)
+    return (prepare(x, crop_seed), views.draws(draw_seed), *rest)
   return apply
 
 

@@ -166,5 +166,5 @@ def stored_prediction_dataset(inputs: DatasetInputs, stored: StoredPredictions, 
   labeled = stream(inputs.labeled, stored.labeled, "labeled").map(lambda xy, p: (xy[0], xy[1], p))
   unlabeled = stream(inputs.unlabeled, stored.unlabeled, "unlabeled").map(lambda xy, p: (xy[0], p))
   return pipeline.train_dataset(labeled, unlabeled, batch_size=batch_size, unlabeled_batch_size=unlabeled_batch_size,
-                                views=inputs.views, prepare=inputs.prepare, two_views=False,
+                                views=inputs.views, seed=seed, prepare=inputs.prepare, two_views=False,
                                 unlabeled_view="strong")
