@@ -13,7 +13,11 @@ buffer of ImageNet JPEGs would put about 1 GB into every checkpoint):
     still encoded, and streamed as `sources.shuffled_indices` streams arrays: fully reshuffled every epoch;
   - a larger one, a whole split (ImageNet's unlabeled train) and an extra split (SVHN's `extra`) are read from
     disk every epoch and permuted in windows of `shuffle_buffer` examples (`sources.window_shuffled`); whole
-    and extra splits also have their file order reshuffled every epoch.
+    and extra splits are read as `FILE_PARTS` even parts whose order is reshuffled every epoch
+    (`_reshuffled_parts`).
+No stream draws from a stateful random op (TFDS's own `shuffle_files` does, and so does
+`sample_from_datasets`): every order is a stateless permutation of (seed, epoch), so every reader of a mesh
+reads the same order and a symbolic checkpoint of a stream is its positions.
 """
 import logging
 import os
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 # 41k unlabeled PNGs, ~100 MB); a larger one is re-read from disk each epoch (ImageNet-10%'s 128k labeled images,
 # SVHN's 72k unlabeled train images).
 CACHE_LIMIT = 50_000
+FILE_PARTS = 8  # a whole split is read in this many parts, their order reshuffled every epoch
 MEMORY_LIMIT_BYTES = 256 * 2**20
 
 _PREPARE_HINTS = {
@@ -53,6 +58,19 @@ def _not_prepared(name: str, data_dir: Optional[str]) -> DatasetNotPreparedError
       f"TFDS dataset '{name}' is not prepared in {where}, and this code never downloads. {how}; then pass "
       f"data_dir=<data_dir> (gin: build_dataset.data_dir) or set TFDS_DATA_DIR. For an offline run use the "
       "'digits' dataset.")
+
+
+def _stateless_choices(sizes: Sequence[int], seed: int) -> tf.data.Dataset:
+  """Infinite stream of part indices, part k with probability sizes[k] / sum(sizes), element i drawn from
+  stateless_uniform(seed=(seed, i)): what `sample_from_datasets` does, without its stateful generator."""
+  cumulative = tf.constant(np.cumsum(sizes) / np.sum(sizes), tf.float32)
+  base = tf.constant(int(seed), tf.int64)
+
+  def choose(i):
+    u = tf.random.stateless_uniform([], seed=tf.stack([base, i]))
+    return tf.minimum(tf.reduce_sum(tf.cast(cumulative <= u, tf.int64)), len(sizes) - 1)
+
+  return tf.data.Dataset.counter().map(choose)
 
 
 class TfdsSource(Source):
@@ -88,16 +106,12 @@ class TfdsSource(Source):
     self.num_extra_unlabeled = int(sum(self._extra_sizes))
     self.num_test = self._num_examples(test_split) if test_split else 0
 
-  def _load(self, split: str, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
-    """The split as dicts with the image still encoded; in file order unless `shuffle_seed` is given."""
-    if shuffle_seed is None:
-      read_config = tfds.ReadConfig(interleave_cycle_length=1, try_autocache=False)
-    else:
-      read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False)
+  def _load(self, split) -> tf.data.Dataset:
+    """The split (a name or a `tfds.even_splits` part) as dicts with the image still encoded, in file order."""
+    read_config = tfds.ReadConfig(interleave_cycle_length=1, try_autocache=False)
     try:
-      return tfds.load(self.name, split=split, data_dir=self._data_dir, download=False,
-                       shuffle_files=shuffle_seed is not None, read_config=read_config,
-                       decoders={"image": tfds.decode.SkipDecoding()})
+      return tfds.load(self.name, split=split, data_dir=self._data_dir, download=False, shuffle_files=False,
+                       read_config=read_config, decoders={"image": tfds.decode.SkipDecoding()})
     except AssertionError as e:  # what tfds.load raises when the data is missing and download=False
       # Load first, explain after: under `tfds.testing.mock_data` `tfds.load(download=False)` works while
       # `is_prepared()` is False, so asking `is_prepared()` first would refuse the mock data the tests use.
@@ -184,8 +198,8 @@ class TfdsSource(Source):
       if with_labels:
         return order.map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
       return order.map(lambda i: tf.gather(images, i))
-    if len(indices) == len(self.pool_labels) and not with_labels:  # the whole split: shuffled file order
-      ds = self._load(self._pool_split, shuffle_seed=seed).map(lambda e: e["image"])
+    if len(indices) == len(self.pool_labels) and not with_labels:  # the whole split: reshuffled parts
+      ds = self._reshuffled_parts(self._pool_split, seed)
     else:
       ds = self._subset(indices)
       if not with_labels:
@@ -203,7 +217,7 @@ class TfdsSource(Source):
       parts.append(self._stream(indices, seed, shuffle_buffer, with_labels=False))
       sizes.append(len(indices))
     for k, (split, size) in enumerate(zip(self._extra_splits, self._extra_sizes)):
-      extra = self._load(split, shuffle_seed=seed + 1 + k).map(lambda e: e["image"]).repeat()
+      extra = self._reshuffled_parts(split, seed + 1 + k)
       parts.append(window_shuffled(extra, max(1, min(shuffle_buffer, size)), seed + 7 * (k + 1)))
       sizes.append(size)
     if not parts or not sum(sizes):
@@ -211,9 +225,25 @@ class TfdsSource(Source):
     if len(parts) == 1:
       ds = parts[0]
     else:  # draw from the parts in proportion to their sizes, so SVHN's extra is mixed with train throughout
-      weights = [s / sum(sizes) for s in sizes]
-      ds = tf.data.Dataset.sample_from_datasets(parts, weights=weights, seed=seed)
+      ds = tf.data.Dataset.choose_from_datasets(parts, _stateless_choices(sizes, seed))
     return ds.map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def _reshuffled_parts(self, split: str, seed: int) -> tf.data.Dataset:
+    """An infinite stream of a whole split's encoded images: in epoch e its `FILE_PARTS` even parts (each in file
+    order) follow one another in the permutation index_shuffle(seed=(seed, e)) (TFDS's `shuffle_files`, which
+    this replaces, reshuffled its files with a stateful seed generator)."""
+    names = tfds.even_splits(split, n=FILE_PARTS)
+    sizes = [self._num_examples(name) for name in names]
+    parts = [self._load(name).map(lambda e: e["image"]).repeat() for name in names]
+    table = tf.constant(sizes, tf.int64)
+    base = tf.constant(int(seed), tf.int64)
+
+    def epoch_choices(e):
+      order = tf.random.experimental.index_shuffle(tf.range(len(sizes), dtype=tf.int64), seed=tf.stack([base, e]),
+                                                   max_index=len(sizes) - 1)
+      return tf.data.Dataset.from_tensor_slices(tf.repeat(order, tf.gather(table, order)))
+
+    return tf.data.Dataset.choose_from_datasets(parts, tf.data.Dataset.counter().flat_map(epoch_choices))
 
   def test_examples(self) -> Optional[tf.data.Dataset]:
     if not self._test_split:
