@@ -233,7 +233,8 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   os.makedirs(workdir, exist_ok=True)
   keras.utils.set_random_seed(seed)
   tf.config.experimental.enable_op_determinism()
-  # keras-cv's augmentation layers draw from the global generator, which op determinism requires be seeded.
+  # Whatever draws from the global generator (tf-keras' stateful RandomGenerator) starts from the run's seed; the
+  # data pipeline draws nothing from it (its views are stateless, mpl_tf/data/pipeline.py).
   tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
   keras.mixed_precision.set_global_policy(mixed_precision or "float32")
   data = load_data(seed)

@@ -1,7 +1,7 @@
 """Data: splits, augmentation, sources and the `tf.data` pipelines MPL trains on.
 
 `from mpl_tf.data import build_dataset` is the entry point (see `datasets.py`); it is imported lazily so that
-`import mpl_tf.data.two_moons` stays cheap (no keras-cv, no TFDS).
+`import mpl_tf.data.two_moons` stays cheap (no TFDS).
 """
 __all__ = ["build_dataset", "DatasetBundle", "known_datasets"]
 
