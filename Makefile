@@ -9,9 +9,11 @@ BIN := $(VENV)/bin
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
 
+# pip through tools/quiet_pip.py: without its notices that a configured local index lacks a project's page
+# (`Location 'file://...' is ignored`); errors and the exit status pass through.
 $(VENV)/.installed: requirements.txt $(BIN)/activate
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/python tools/quiet_pip.py install -q --upgrade pip
+	$(BIN)/python tools/quiet_pip.py install -q -r requirements.txt
 	touch $@
 
 .PHONY: install test test-slow two_moons digits

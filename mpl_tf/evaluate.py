@@ -9,23 +9,25 @@ top-5 (beyond 5 classes), per-class accuracy and the confusion matrix, as JSON (
 
 The student is scored through the export's `preprocessed` signature on the pipeline's evaluation batches, so a
 work directory's test accuracy equals the `student/accuracy` its metrics.json reports (tests/test_evaluate.py).
+TensorFlow's Python logs and warnings go to WORKDIR/logs/evaluate.log (with --export_dir: OUT_DIR/evaluate.log), its
+C++ log lines are off below fatal ones unless `--tf_log_level` says otherwise (`mpl_tf.console`).
 """
 import json
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from mpl_tf import console
 
-from absl import app  # pylint: disable=wrong-import-position
-from absl import flags  # pylint: disable=wrong-import-position
-from absl import logging  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-import tensorflow as tf  # pylint: disable=wrong-import-position
+with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
+  from absl import app
+  from absl import flags
+  import numpy as np
+  import tensorflow as tf
 
-from mpl_tf import cli, evaluation  # pylint: disable=wrong-import-position
-from mpl_tf import experiment  # pylint: disable=wrong-import-position
-from mpl_tf import export as export_lib  # pylint: disable=wrong-import-position
-from mpl_tf.keras import keras  # pylint: disable=wrong-import-position
-from mpl_tf.workdir import CONFIG_FILE  # pylint: disable=wrong-import-position
+  from mpl_tf import cli, evaluation
+  from mpl_tf import experiment
+  from mpl_tf import export as export_lib
+  from mpl_tf.keras import keras
+  from mpl_tf.workdir import CONFIG_FILE
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a run's work directory (mpl-train --workdir): scores its exported student and "
@@ -38,6 +40,7 @@ flags.DEFINE_multi_string("gin_bindings", [], "gin bindings applied last, e.g. \
 flags.DEFINE_enum("split", "test", ["test", "validation"], "which evaluation split of the dataset to score")
 flags.DEFINE_string("out_dir", None, "where the JSON and PNGs go (default: WORKDIR/evaluation, or "
                     "EXPORT_DIR/../evaluation)")
+flags.DEFINE_enum(console.LEVEL_FLAG, None, ["0", "1", "2", "3"], console.LEVEL_HELP)
 
 
 def _configure(workdir, export_dir):
@@ -72,10 +75,15 @@ def _batches(dataset):
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments {argv[1:]}: mpl-evaluate takes only flags")
-  logging.set_verbosity(logging.WARNING)
+  console.start("mpl-evaluate")
   if bool(FLAGS.workdir) == bool(FLAGS.export_dir):
     raise ValueError("give exactly one of --workdir=DIR (a run) and --export_dir=DIR (an exported student)")
   exported = _configure(FLAGS.workdir, FLAGS.export_dir)
+  out_dir = FLAGS.out_dir or (os.path.join(FLAGS.workdir, "evaluation") if FLAGS.workdir else
+                              os.path.join(os.path.dirname(os.path.normpath(exported.path)), "evaluation"))
+  # TensorFlow's Python logs and warnings: the run's logs/ beside train.log, else beside the report.
+  console.log_to(os.path.join(FLAGS.workdir, "logs", "evaluate.log") if FLAGS.workdir else
+                 os.path.join(out_dir, "evaluate.log"), "mpl-evaluate")
   settings = experiment.run_settings()
   keras.utils.set_random_seed(settings["seed"])
   data = experiment.load_data(settings["seed"])
@@ -100,8 +108,6 @@ def main(argv):
     raise ValueError(f"{exported.path}: {len(names)} class names for {num_classes} classes")
   report = {"dataset": data.split_name, "split": FLAGS.split, "workdir": FLAGS.workdir,
             "export_dir": exported.path, "class_names": names}
-  out_dir = FLAGS.out_dir or (os.path.join(FLAGS.workdir, "evaluation") if FLAGS.workdir else
-                              os.path.join(os.path.dirname(os.path.normpath(exported.path)), "evaluation"))
   os.makedirs(out_dir, exist_ok=True)
   for network, probs in probabilities.items():
     report[network] = evaluation.scores(labels, probs, names)

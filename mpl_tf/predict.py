@@ -13,7 +13,9 @@ probability}, ...]} with the `--top_k` most probable classes. Class names come f
 
 An input that cannot be read is reported on stderr (the first 20 one line each, then a count) and does not stop
 the others. Exit status: 0 when every input was predicted; 1 when some could not be read (the others are still
-printed) or on a bad flag; 2 when no input was found or none could be read.
+printed) or on a bad flag; 2 when no input was found or none could be read. TensorFlow's Python logs and warnings
+go to `--log_file` (unset: dropped), its C++ log lines are off below fatal ones unless `--tf_log_level` says
+otherwise (`mpl_tf.console`).
 """
 import csv
 import json
@@ -21,16 +23,17 @@ import os
 import sys
 from typing import Iterator, List, Sequence, Tuple
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # a command-line tool: keep TensorFlow's info lines out
+from mpl_tf import console
 
-from absl import app  # pylint: disable=wrong-import-position
-from absl import flags  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-import tensorflow as tf  # pylint: disable=wrong-import-position
+with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
+  from absl import app
+  from absl import flags
+  import numpy as np
+  import tensorflow as tf
 
-from mpl_tf import cli  # pylint: disable=wrong-import-position
-from mpl_tf import export as export_lib  # pylint: disable=wrong-import-position
-from mpl_tf.data import folder_source  # pylint: disable=wrong-import-position
+  from mpl_tf import cli
+  from mpl_tf import export as export_lib
+  from mpl_tf.data import folder_source
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "SavedModel written by mpl_tf.train (WORKDIR/export/student).")
@@ -39,6 +42,9 @@ flags.DEFINE_integer("top_k", 1, "How many of the most probable classes to give 
 flags.DEFINE_integer("batch_size", 256, "Inputs per call of the model (bounds the memory a big folder takes).",
                      lower_bound=1)
 flags.DEFINE_string("output", None, "Write the predictions to this file instead of stdout.")
+flags.DEFINE_string("log_file", None, "Append TensorFlow's Python logs and warnings to this file (default: "
+                    "they are dropped; the console shows only predictions, unreadable inputs and errors).")
+flags.DEFINE_enum(console.LEVEL_FLAG, None, ["0", "1", "2", "3"], console.LEVEL_HELP)
 
 MAX_REPORTED = 20  # unreadable inputs reported one line each; the rest are counted
 
@@ -181,6 +187,8 @@ def _exit(message: str, status: int):
 
 @cli.reports_errors("mpl-predict")  # a bad export directory: one line, exit 1
 def main(argv):
+  console.start("mpl-predict")
+  console.log_to(FLAGS.log_file, "mpl-predict")
   if not FLAGS.export_dir:
     raise SystemExit("mpl-predict: give --export_dir=WORKDIR/export/student")
   export = export_lib.load_export(FLAGS.export_dir)

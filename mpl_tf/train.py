@@ -4,20 +4,23 @@ Parses the gin files and bindings, fails before any training on a bad binding or
 runs `mpl_tf.experiment.run`, prints the final metrics that it also writes to DIR/metrics.json, and ends with a
 short summary: the student's and the teacher's accuracy beside the supervised figure our docs quote for the
 recipe (where there is one), where the export is, and the commands that evaluate it and predict with it.
-A user's mistake is one line on stderr and exit status 1 (`mpl_tf.cli`).
+A user's mistake is one line on stderr and exit status 1 (`mpl_tf.cli`). TensorFlow's Python logs and warnings
+go to DIR/logs/train.log, its C++ log lines are off below fatal ones unless `--tf_log_level` says otherwise
+(`mpl_tf.console`): the console holds our lines only (tests/test_console.py).
 """
 import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TensorFlow's C++ info lines out of the progress bar
+from mpl_tf import console
 
-from absl import app  # pylint: disable=wrong-import-position
-from absl import flags  # pylint: disable=wrong-import-position
-from absl import logging  # pylint: disable=wrong-import-position
+with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
+  from absl import app
+  from absl import flags
+  from tensorflow.experimental import dtensor
 
-from mpl_tf import cli, workdir  # pylint: disable=wrong-import-position
-from mpl_tf import experiment  # pylint: disable=wrong-import-position  # registers the gin configurables before any file is parsed
+  from mpl_tf import cli, workdir
+  from mpl_tf import experiment  # registers the gin configurables before any file is parsed
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin config file(s), e.g. gin/two_moons.gin; later ones override")
@@ -27,6 +30,7 @@ flags.DEFINE_bool("overwrite", False, "delete the run WORKDIR holds (checkpoints
                   "and start afresh; without it a run resumes only when its configuration equals the recorded one")
 flags.DEFINE_bool("allow_config_change", False, "resume WORKDIR's run although the configuration differs from "
                   "the recorded one (e.g. to add a phase after a finished one); the new configuration is recorded")
+flags.DEFINE_enum(console.LEVEL_FLAG, None, ["0", "1", "2", "3"], console.LEVEL_HELP)
 flags.mark_flag_as_required("workdir")
 
 
@@ -61,16 +65,24 @@ def summary(metrics, workdir: str, exported: bool) -> str:
   return "\n".join(lines)
 
 
+def log_file(workdir: str) -> str:
+  """WORKDIR/logs/train.log, where TensorFlow's Python logs and warnings go (`mpl_tf.console`); each further
+  client of a multi-client DTensor run keeps its own (train.client<N>.log)."""
+  client = dtensor.client_id()
+  return os.path.join(workdir, "logs", "train.log" if client == 0 else f"train.client{client}.log")
+
+
 @cli.reports_errors("mpl_tf.train")
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
+  console.start("mpl_tf.train")
   experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
   try:
     changed = experiment.prepare_workdir(FLAGS.workdir, overwrite=FLAGS.overwrite,
                                          allow_change=FLAGS.allow_config_change)
   except workdir.ConfigChanged as e:
     raise SystemExit(f"mpl_tf.train: {e}") from e
+  console.log_to(log_file(FLAGS.workdir), "mpl_tf.train")  # the directory is ours now: nothing above wrote to it
   if changed:
     print("mpl_tf.train: resuming under a changed configuration (--allow_config_change):\n  " + "\n  ".join(changed),
           file=sys.stderr, flush=True)
