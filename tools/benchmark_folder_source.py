@@ -85,7 +85,7 @@ def benchmark(root: str, gigabytes: float, side: int, image_size: int, num_class
                        seed=0)
   built = time.perf_counter()
   graph = len(data.train._as_serialized_graph().numpy())  # pylint: disable=protected-access
-  seconds_per_batch = measure_input(data, warmup, batches)
+  seconds_per_batch = measure_input(data, warmup, batches)["s"]
   return dict(images=count, disk_gigabytes=round(disk / 1e9, 4), decoded_gigabytes=round(count * per_image / 1e9, 4),
               graph_bytes=graph, peak_rss_megabytes=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               write_s=round(written - start, 2), build_s=round(built - written, 2),
