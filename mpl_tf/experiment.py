@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from mpl_tf import gin_checks, layout, trainer
 from mpl_tf import workdir as workdir_lib
-from mpl_tf.algorithms import mpl, pseudo_labels, reduced_mpl, supervised, uda
+from mpl_tf.algorithms import mpl, pseudo_labels, recompute, reduced_mpl, supervised, uda
 from mpl_tf.algorithms.uda import UDASettings
 from mpl_tf.data import stored_predictions
 from mpl_tf.data.augment import describe as describe_augmentation
@@ -128,6 +128,11 @@ def network(num_classes: int, input_shape, seed: int, name: str = gin.REQUIRED, 
   mesh = layout.active_mesh()  # None: single device, the network as built
   options.update(layout.network_options(builder.model_family(name), mesh))
   net = builder.build_model(name, num_classes=num_classes, input_shape=tuple(input_shape), **options)
+  if mesh is None:
+    # Dropout and stochastic depth draw from seeded tf.random.Generators, whose states are variables of the
+    # checkpoint, instead of TensorFlow's legacy stateful random ops, whose states no checkpoint holds: a run
+    # resumed from a checkpoint draws the masks the uninterrupted run drew (its own would start over).
+    recompute.use_restorable_generators(net, seed)
   return layout.place_network(net, mesh)
 
 

@@ -3,9 +3,11 @@
 Keras `fit` owns its data iterator, so it cannot checkpoint the position in the data. Here the phase owns a
 `tf.data` iterator and calls the model's own Keras train function on it (`make_train_function`, which runs
 `steps_per_execution` train steps per call), and checkpoints the iterator together with the model: networks,
-EMA student, both optimizers, the step and the MPL baseline. Re-running the same phase restores the latest
+EMA student, both optimizers, the step and the MPL baseline, and the states of the random generators its dropout
+and stochastic-depth layers draw from (`random_generators`). Re-running the same phase restores the latest
 checkpoint and continues at the same step and, as far as `tf.data` can checkpoint the pipeline, at the same
-element. The iterator is checkpointed symbolically (positions, not buffered elements; `cache()` cannot be saved
+element, drawing the masks the uninterrupted phase would have drawn.
+The iterator is checkpointed symbolically (positions, not buffered elements; `cache()` cannot be saved
 so). A non-finite metric stops the phase before anything after the last good checkpoint is saved.
 """
 import math
@@ -15,7 +17,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from mpl_tf import layout
-from mpl_tf.keras import keras
+from mpl_tf.keras import keras, keras_backend
 
 
 # The metrics worth a place in the progress bar (all of them go to TensorBoard).
@@ -24,6 +26,28 @@ SHOWN = ("teacher/loss", "student/loss", "mpl/h", "uda/mask_ratio", "student/tra
 
 class NonFiniteLossError(FloatingPointError):
   """Raised when a training metric becomes NaN or Inf; the last good checkpoint is kept."""
+
+
+def random_generators(model: keras.Model) -> Dict[str, tf.random.Generator]:
+  """The tf.random.Generators that `model`'s random layers (dropout, stochastic depth) draw from, made now if
+  not yet, by the layer's position in the model: their states belong in the phase's checkpoint.
+
+  Keras keeps them out of checkpoints (`BaseRandomLayer`), so without this a resumed phase drew other masks than
+  the uninterrupted one. Layers on TensorFlow's legacy stateful ops have no state to save; `experiment.network`
+  gives every network seeded generators instead. None on a mesh, where the plain state variables cannot go into
+  a checkpoint of DVariables (a mesh run's dropout draws other masks than one device's anyway).
+  """
+  if layout.mesh_of(model) is not None:
+    return {}
+  out = {}
+  layers = model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+  for index, layer in enumerate(layers):
+    generator = getattr(layer, "_random_generator", None)
+    if isinstance(generator, keras_backend.RandomGenerator):
+      generator._maybe_init()  # pylint: disable=protected-access
+      if generator._generator is not None:  # pylint: disable=protected-access
+        out[str(index)] = generator._generator  # pylint: disable=protected-access
+  return out
 
 
 def _to_float(logs) -> Dict[str, float]:
@@ -48,16 +72,19 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
   `jit_compile`: compile the train and evaluation steps with XLA (True / False); None keeps the model's setting.
   """
   if checkpoint_iterator:
-    # Random augmentation ops keep state outside the pipeline, which tf.data cannot save: save the position
-    # (files, counters, any shuffle buffer) and let those ops draw afresh after a resume. Symbolically: the
-    # prefetched batches and in-flight map results are recomputed after a restore instead of stored (in a
-    # recipe's checkpoint they were most of its size: docs in BENCHMARKS.md, "Checkpoint sizes").
+    # The position (files, counters, any shuffle buffer), saved symbolically: the prefetched batches and
+    # in-flight map results are recomputed after a restore instead of stored (in a recipe's checkpoint they were
+    # most of its size: docs in BENCHMARKS.md, "Checkpoint sizes"). The pipelines hold no stateful random op
+    # (views are drawn statelessly per example); IGNORE keeps saving possible should one hold external state.
     options = tf.data.Options()
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     options.experimental_symbolic_checkpoint = True
     dataset = dataset.with_options(options)
   iterator = layout.iterator(dataset, layout.mesh_of(model))  # iter(dataset) off a DTensor mesh
   objects = {"model": model}
+  generators = random_generators(model)
+  if generators:
+    objects["random_generators"] = generators
   if checkpoint_iterator and layout.checkpointable_iterator(iterator) is not None:
     objects["iterator"] = iterator  # on a mesh the data position has a checkpoint of its own (mpl_tf/layout/inputs.py)
   checkpoint = tf.train.Checkpoint(**objects)

@@ -24,10 +24,21 @@ def command(workdir, gin_files, bindings=(), flags=()):
   return cmd
 
 
-def train(workdir, gin_files, *bindings, flags=(), timeout=600):
-  """Runs the training command line from the project root; returns the finished process (never raises on failure)."""
+# Environment for runs whose stderr a test reads for TensorFlow's C++ warnings: level 1 shows W lines (the tests'
+# own default, 2 above, and the command line's, hide them), e.g. the data iterator's checkpoint failure
+# "W0000 ... dataset.h:598] FAILED_PRECONDITION: RngReadAndSkip is stateful." of stateful augmentation.
+TF_WARNINGS_SHOWN = {"TF_CPP_MIN_LOG_LEVEL": "1"}
+
+
+def _environment(env):
+  return None if env is None else dict(os.environ, **env)
+
+
+def train(workdir, gin_files, *bindings, flags=(), timeout=600, env=None):
+  """Runs the training command line from the project root (`env`: variables set on top of this process's);
+  returns the finished process (never raises on failure)."""
   return subprocess.run(command(workdir, gin_files, bindings, flags), cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout, check=False)
+                        timeout=timeout, check=False, env=_environment(env))
 
 
 # `python -m mpl_tf.train` that SIGKILLs itself right after phase PHASE's checkpoint at step KILL_AT is on disk:
@@ -48,11 +59,43 @@ app.run(train.main)
 """
 
 
-def train_killed_at(kill_at, workdir, gin_files, *bindings, phase="mpl", timeout=600):
+def train_killed_at(kill_at, workdir, gin_files, *bindings, phase="mpl", timeout=600, env=None):
   """`train`, killed (SIGKILL) right after `phase` saved its checkpoint at step `kill_at`; the finished process."""
   program = _KILLED_TRAIN.format(kill_at=int(kill_at), phase=os.sep + phase)
   return subprocess.run([sys.executable, "-c", program] + command(workdir, gin_files, bindings)[3:], cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout, check=False)
+                        capture_output=True, text=True, timeout=timeout, check=False, env=_environment(env))
+
+
+def assert_identical_runs(a, b, tolerance=0.0, ignore=()):
+  """Two finished runs are the same run (tools/compare_runs.py): metrics.json and every tensor of every phase's
+  last checkpoint (the data iterator's state aside) bit for bit; with `tolerance`, within it; tensors whose names
+  start with one of `ignore` left out. Returns the phases compared."""
+  sys.path.insert(0, os.path.join(ROOT, "tools"))
+  import compare_runs  # pylint: disable=import-outside-toplevel
+  metrics = compare_runs.metric_differences(*(json.loads((d / "metrics.json").read_text()) for d in (a, b)),
+                                            tolerance)
+  phases = compare_runs.checkpoint_differences(str(a), str(b), tolerance, ignore)
+  differ = {phase: f"{len(names)} of {n} tensors differ, e.g. {names[:3]}" for phase, (n, names) in phases.items()
+            if names}
+  assert phases and not metrics and not differ, f"{a.name} vs {b.name}: metrics {metrics}; checkpoints {differ}"
+  return sorted(phases)
+
+
+@pytest.fixture(scope="session")
+def generated_tfds_dir(tmp_path_factory):
+  """svhn_cropped, cifar10 and imagenet2012 written as small TFDS datasets of the real feature specs
+  (tools/generated_tfds.py); `build_dataset.data_dir` reads them."""
+  sys.path.insert(0, os.path.join(ROOT, "tools"))
+  import generated_tfds  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path_factory.mktemp("tfds"))
+  generated_tfds.write(path)
+  return path
+
+
+# Command-line flags that put a run on a mesh of virtual CPUs (docs/dtensor.md).
+MESH_FLAGS = {
+    "2x1": ["--gin_file=gin/layouts/data_parallel.gin", "--gin_bindings=mesh_from_config.virtual_devices = 2"],
+    "2x2": ["--gin_file=gin/layouts/data_model.gin", "--gin_bindings=mesh_from_config.virtual_devices = 4"]}
 
 
 def smoke_command(workdir, labels, mesh_flags=()):

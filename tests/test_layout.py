@@ -17,7 +17,7 @@ import tensorflow as tf
 from mpl_tf import layout
 from mpl_tf.keras import keras
 from mpl_tf.models import builder
-from tests.conftest import assert_same_run, smoke_command
+from tests.conftest import MESH_FLAGS, assert_same_run, smoke_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -84,6 +84,19 @@ def test_no_mesh_is_the_default_and_leaves_the_single_device_path_as_it_was():
                                 losses.pseudo_labels(logits, "sample", seed))
 
 
+@pytest.mark.parametrize("bn_fused", [False, None])
+def test_the_ema_clone_keeps_the_networks_batch_norm_kind(bn_fused):
+  """Off a mesh the EMA student (which finetuning and distillation go on training) is a clone: with bn_fused=False
+  it was fused again (`fused` is not in the layer's config), so its moving variance followed the unbiased batch
+  variance, 1e-3 away from a mesh run's (always unfused) after the digits smoke run's finetuning."""
+  net = builder.build_model("cnn_small", 10, (8, 8, 1), seed=0, bn_fused=bn_fused)
+  clone = layout.clone_network(net)
+  kinds = [[l.fused for l in n.layers if isinstance(l, keras.layers.BatchNormalization)] for n in (net, clone)]
+  assert kinds[0] == kinds[1] == [bn_fused is None] * 3
+  x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
+  np.testing.assert_array_equal(clone(x, training=False), net(x, training=False))
+
+
 @pytest.mark.parametrize("shards", [2, 4])
 def test_wrn_plan_gathers_every_conv_kernel_and_replicates_batch_norm(shards):
   net = builder.build_model("wrn28_2", 10, (32, 32, 3))
@@ -133,13 +146,9 @@ def test_layout_gin_files_pick_the_mesh():
     gin.clear_config()
 
 
-MESHES = {"2x1": ["--gin_file=gin/layouts/data_parallel.gin", "--gin_bindings=mesh_from_config.virtual_devices = 2"],
-          "2x2": ["--gin_file=gin/layouts/data_model.gin", "--gin_bindings=mesh_from_config.virtual_devices = 4"]}
-
-
 def _cli_run(workdir, labels, mesh=None):
   """The TwoMoon smoke run (30 MPL steps, every phase) through `python -m mpl_tf.train`, on one device or a mesh."""
-  proc = subprocess.run(smoke_command(workdir, labels, MESHES.get(mesh, [])), cwd=ROOT, capture_output=True,
+  proc = subprocess.run(smoke_command(workdir, labels, MESH_FLAGS.get(mesh, [])), cwd=ROOT, capture_output=True,
                         text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return workdir
@@ -157,6 +166,6 @@ def test_the_command_line_trains_the_same_run_on_a_2x2_mesh_as_on_one_device(tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("labels", ["argmax", "soft"])
-@pytest.mark.parametrize("mesh", list(MESHES))
+@pytest.mark.parametrize("mesh", list(MESH_FLAGS))
 def test_the_command_line_on_every_mesh_and_label_mode_equals_one_device(tmp_path, labels, mesh):
   assert_same_run(_cli_run(tmp_path / "single", labels), _cli_run(tmp_path / "mesh", labels, mesh))

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
-from mpl_tf.keras import keras
+from mpl_tf.keras import keras, keras_backend
 from mpl_tf.layout.mesh import MODEL, Layout, Mesh, batch_sharded, mesh_of
 from mpl_tf.layout.plan import GatheredConv2D, GatheredDense, layout_map, sharding_plan, single_device_class
 
@@ -134,12 +134,30 @@ def single_device_copy(network: keras.Model, dtype: Optional[str] = None) -> ker
 def clone_network(network: keras.Model) -> keras.Model:
   """A copy of `network` with the same weights and the same placement (the EMA student).
 
-  Off a mesh this is exactly `keras.models.clone_model` + `set_weights`.
+  Off a mesh this is `keras.models.clone_model` + `set_weights`, except for two things a layer's `get_config()`
+  leaves out, which the EMA student (finetuning and distillation go on training it) must keep:
+  - a batch norm built unfused stays unfused (a plain clone is fused where the dtype allows; fused batch norm
+    moves its moving variance towards the unbiased batch variance, n / (n - 1) times the biased one, so with
+    `bn_fused=False` the clone was no longer the run a mesh, always unfused, computes);
+  - a random layer (dropout) that draws from a seeded tf.random.Generator gets one with the same seed (a plain
+    clone draws from TensorFlow's legacy stateful ops, whose state no checkpoint holds, so a resumed run drew
+    other masks). The clone's generator starts from the seed: the state reached is not copied.
   """
   mesh = mesh_of(network)
   if mesh is None:
-    clone = keras.models.clone_model(network)
+    def same_layer(layer):
+      config = layer.get_config()
+      if isinstance(layer, keras.layers.BatchNormalization) and layer.fused is False:
+        config["fused"] = False
+      return layer.__class__.from_config(config)
+    clone = keras.models.clone_model(network, clone_function=same_layer)
     clone.set_weights(network.get_weights())
+    # pylint: disable=protected-access
+    for layer, copy in zip(_all_layers(network), _all_layers(clone)):
+      generator = getattr(layer, "_random_generator", None)
+      if (isinstance(generator, keras_backend.RandomGenerator) and generator._seed is not None
+          and generator._rng_type == generator.RNG_STATEFUL):
+        copy._random_generator = keras_backend.RandomGenerator(seed=generator._seed, rng_type=generator.RNG_STATEFUL)
     return clone
   lm = getattr(network, "_layout_map", None)
   if lm is None:
@@ -148,6 +166,10 @@ def clone_network(network: keras.Model) -> keras.Model:
   for dst, src in zip(clone.weights, network.weights):
     dst.assign(src)
   return clone
+
+
+def _all_layers(network: keras.Model) -> list:
+  return list(network._flatten_layers(include_self=False, recursive=True))  # pylint: disable=protected-access
 
 
 def is_dtensor(value) -> bool:
