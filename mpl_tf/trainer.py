@@ -17,7 +17,8 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from mpl_tf import layout
-from mpl_tf.keras import keras, keras_backend
+from mpl_tf.algorithms import recompute
+from mpl_tf.keras import keras
 
 
 # The metrics worth a place in the progress bar (all of them go to TensorBoard).
@@ -30,7 +31,8 @@ class NonFiniteLossError(FloatingPointError):
 
 def random_generators(model: keras.Model) -> Dict[str, tf.random.Generator]:
   """The tf.random.Generators that `model`'s random layers (dropout, stochastic depth) draw from, made now if
-  not yet, by the layer's position in the model: their states belong in the phase's checkpoint.
+  not yet, keyed by the layer's place among them (`recompute.random_layers`): their states belong in the phase's
+  checkpoint.
 
   Keras keeps them out of checkpoints (`BaseRandomLayer`), so without this a resumed phase drew other masks than
   the uninterrupted one. Layers on TensorFlow's legacy stateful ops have no state to save; `experiment.network`
@@ -40,13 +42,11 @@ def random_generators(model: keras.Model) -> Dict[str, tf.random.Generator]:
   if layout.mesh_of(model) is not None:
     return {}
   out = {}
-  layers = model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
-  for index, layer in enumerate(layers):
-    generator = getattr(layer, "_random_generator", None)
-    if isinstance(generator, keras_backend.RandomGenerator):
-      generator._maybe_init()  # pylint: disable=protected-access
-      if generator._generator is not None:  # pylint: disable=protected-access
-        out[str(index)] = generator._generator  # pylint: disable=protected-access
+  for index, layer in enumerate(recompute.random_layers(model)):
+    generator = layer._random_generator  # pylint: disable=protected-access
+    generator._maybe_init()  # pylint: disable=protected-access
+    if generator._generator is not None:  # pylint: disable=protected-access
+      out[str(index)] = generator._generator  # pylint: disable=protected-access
   return out
 
 

@@ -173,18 +173,18 @@ def op_function(name: str, magnitude: float, fill_value: float = 128.0) -> Calla
       "AutoContrast": lambda x, u, q: ops.autocontrast(x),
       "Equalize": lambda x, u, q: ops.equalize(x),
       "Invert": lambda x, u, q: ops.invert(x),
-      "Posterize": lambda x, u, q: ops.posterize(x, p.get("bits", 8)),
-      "Solarize": lambda x, u, q: ops.solarize(x, p.get("threshold", 256.0)),
-      "Color": lambda x, u, q: ops.color(x, tf.fill(tf.shape(x)[:1], 1.0 - p.get("degenerate", 0.0))),
-      "Contrast": lambda x, u, q: ops.contrast(x, 1.0 + p.get("delta", 0.0) * centred(u)),
-      "Sharpness": lambda x, u, q: ops.sharpness(x, 1.0 + p.get("delta", 0.0) * centred(u)),
-      "Brightness": lambda x, u, q: ops.brightness(x, ops.MAX * p.get("delta", 0.0) * centred(u)),
-      "SamplePairing": lambda x, u, q: ops.sample_pairing(x, q, p.get("weight", 0.0)),
-      "Rotate": lambda x, u, q: ops.rotate(x, p.get("degrees", 0.0) * centred(u), fill),
-      "ShearX": lambda x, u, q: ops.shear(x, p.get("shear", 0.0) * sign(u), "x", fill),
-      "ShearY": lambda x, u, q: ops.shear(x, p.get("shear", 0.0) * sign(u), "y", fill),
-      "TranslateX": lambda x, u, q: ops.translate(x, p.get("fraction", 0.0) * size(x, "x") * centred(u), "x", fill),
-      "TranslateY": lambda x, u, q: ops.translate(x, p.get("fraction", 0.0) * size(x, "y") * centred(u), "y", fill),
+      "Posterize": lambda x, u, q: ops.posterize(x, p["bits"]),
+      "Solarize": lambda x, u, q: ops.solarize(x, p["threshold"]),
+      "Color": lambda x, u, q: ops.color(x, tf.fill(tf.shape(x)[:1], 1.0 - p["degenerate"])),
+      "Contrast": lambda x, u, q: ops.contrast(x, 1.0 + p["delta"] * centred(u)),
+      "Sharpness": lambda x, u, q: ops.sharpness(x, 1.0 + p["delta"] * centred(u)),
+      "Brightness": lambda x, u, q: ops.brightness(x, ops.MAX * p["delta"] * centred(u)),
+      "SamplePairing": lambda x, u, q: ops.sample_pairing(x, q, p["weight"]),
+      "Rotate": lambda x, u, q: ops.rotate(x, p["degrees"] * centred(u), fill),
+      "ShearX": lambda x, u, q: ops.shear(x, p["shear"] * sign(u), "x", fill),
+      "ShearY": lambda x, u, q: ops.shear(x, p["shear"] * sign(u), "y", fill),
+      "TranslateX": lambda x, u, q: ops.translate(x, p["fraction"] * size(x, "x") * centred(u), "x", fill),
+      "TranslateY": lambda x, u, q: ops.translate(x, p["fraction"] * size(x, "y") * centred(u), "y", fill),
   }
   return table[name]
 
@@ -294,7 +294,7 @@ class Views:
 
   `draws(seed)` makes one example's random numbers, float32 [num_draws], with TensorFlow's stateless ops from
   that example's seed (int64 [2]; the pipeline derives it from the run's seed and the example's position in
-  its stream, `pipeline.example_seeds`). A batch's draws [B, num_draws] then drive `weak(x, draws)` and
+  its stream, `pipeline.example_seed`). A batch's draws [B, num_draws] then drive `weak(x, draws)` and
   `strong(weak_x, draws)` (each reads its own columns); `finish(view)` scales to the models' range. A view of
   an example is therefore a function of (run seed, stream, position, view) alone.
   """

@@ -11,7 +11,7 @@ draws) runs in a parallel map before batching; augmentation runs on whole batche
 draws) in a parallel map after it, which amortises tf.data's per-element cost; everything is prefetched.
 
 Randomness: every example of a training stream gets the seed (stream key, position in the stream), where the
-key derives from the run's seed and the stream's name (`example_seeds`), and everything random about its views
+key derives from the run's seed and the stream's name (`example_seed`), and everything random about its views
 is drawn from that seed with stateless ops. Positions count across epochs, so an example seen again gets new
 views. The pipeline therefore holds no stateful random op: the same seed gives the same batches whatever the
 parallelism, every reader of a mesh makes the same views, and the iterator's symbolic checkpoint (a count per
@@ -34,15 +34,9 @@ def as_float(image: tf.Tensor, seed: Optional[tf.Tensor] = None) -> tf.Tensor:
   return tf.cast(image, tf.float32)
 
 
-def example_seeds(stream: tf.data.Dataset, seed: int, name: str) -> tf.data.Dataset:
-  """`(example_seed, *element)` for every element of `stream`: example_seed = int64 [derived key, position]."""
-  key = tf.constant(derived_seed(seed, f"views/{name}"), tf.int64)
-
-  def attach(position, element):
-    element = element if isinstance(element, tuple) else (element,)
-    return (tf.stack([key, position]), *element)
-
-  return stream.enumerate().map(attach)
+def example_seed(key: tf.Tensor, position: tf.Tensor) -> tf.Tensor:
+  """The seed of one example of a training stream: int64 [stream key, position in the stream]."""
+  return tf.stack([key, position])
 
 
 def _split_seed(seed: tf.Tensor):
@@ -50,12 +44,29 @@ def _split_seed(seed: tf.Tensor):
   return (tf.random.experimental.stateless_fold_in(seed, 0), tf.random.experimental.stateless_fold_in(seed, 1))
 
 
+def _prepared(stream: tf.data.Dataset, seed: int, name: str, prepare: Prepare, views: Views,
+              labeled: bool) -> tf.data.Dataset:
+  """`(prepared image, the example's draws, *rest)` for every element `(image, *rest)` of `stream`, in one
+  parallel map (labels cast to int32). Each example's randomness comes from `example_seed(key, position)`, the
+  key derived from the run's `seed` and the stream's `name`."""
+  key = tf.constant(derived_seed(seed, f"views/{name}"), tf.int64)
+
+  def apply(position, element):
+    x, *rest = element if isinstance(element, tuple) else (element,)
+    if labeled:
+      rest[0] = tf.cast(rest[0], tf.int32)
+    draw_seed, crop_seed = _split_seed(example_seed(key, position))
+    return (prepare(x, crop_seed), views.draws(draw_seed), *rest)
+
+  return stream.enumerate().map(apply, num_parallel_calls=AUTOTUNE)
+
+
 def random_resized_crop(size: int, area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3)) -> Prepare:
   """Inception-style random crop resized to size x size: ImageNet's training-time translation and scale."""
 
   def prepare(image: tf.Tensor, seed: Optional[tf.Tensor] = None) -> tf.Tensor:
     if seed is None:
-      raise ValueError("random_resized_crop needs the example's seed (a training stream's `example_seeds`)")
+      raise ValueError("random_resized_crop needs the example's seed (a training stream's `example_seed`)")
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image), bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=seed,
         min_object_covered=0.1, aspect_ratio_range=aspect_ratio_range, area_range=area_range,
@@ -104,7 +115,7 @@ def train_dataset(labeled: tf.data.Dataset, unlabeled: tf.data.Dataset, *, batch
     batch_size: B, labeled examples a step.
     unlabeled_batch_size: unlabeled examples a step (uda_ratio * B).
     views: the dataset's weak / strong / finish functions and per-example draws.
-    seed: the run's seed; every example's views derive from it and the example's position (`example_seeds`).
+    seed: the run's seed; every example's views derive from it and the example's position (`example_seed`).
     prepare: per-example preparation to a fixed shape (cast; ImageNet: random resized crop).
     two_views: yield `(x_u_weak, x_u_strong)`; else one view, chosen by `unlabeled_view`.
     unlabeled_view: "strong" or "weak", the single unlabeled view when `two_views` is False.
@@ -123,7 +134,7 @@ def train_dataset(labeled: tf.data.Dataset, unlabeled: tf.data.Dataset, *, batch
       out = views.finish(views.strong(weak, draws) if unlabeled_view == "strong" else weak)
     return (out, *extra) if extra else out
 
-  unl = example_seeds(unlabeled, seed, "train/unlabeled").map(_prepared(prepare, views), num_parallel_calls=AUTOTUNE)
+  unl = _prepared(unlabeled, seed, "train/unlabeled", prepare, views, labeled=False)
   unl = unl.batch(unlabeled_batch_size, drop_remainder=True).map(unlabeled_views, num_parallel_calls=AUTOTUNE)
   return tf.data.Dataset.zip((lab, unl)).prefetch(AUTOTUNE)
 
@@ -131,25 +142,12 @@ def train_dataset(labeled: tf.data.Dataset, unlabeled: tf.data.Dataset, *, batch
 def labeled_dataset(labeled: tf.data.Dataset, *, batch_size: int, views: Views, seed: int,
                     prepare: Prepare = as_float, prefetch: bool = True, stream: str = "labeled") -> tf.data.Dataset:
   """Infinite `(x, y)` batches of the labeled stream in the weak view (x float32 [0, 1], y int32); `stream`
-  names it for its examples' seeds (`example_seeds`)."""
+  names it for its examples' seeds (`example_seed`)."""
   _check_positive(batch_size=batch_size)
-
-  def cast_label(x, draws, y, *extra):
-    return (x, draws, tf.cast(y, tf.int32), *extra)
-
-  ds = example_seeds(labeled, seed, stream).map(_prepared(prepare, views), num_parallel_calls=AUTOTUNE)
-  ds = ds.map(cast_label).batch(batch_size, drop_remainder=True)
+  ds = _prepared(labeled, seed, stream, prepare, views, labeled=True).batch(batch_size, drop_remainder=True)
   ds = ds.map(lambda x, draws, y, *extra: (views.finish(views.weak(x, draws)), y, *extra),
               num_parallel_calls=AUTOTUNE)
   return ds.prefetch(AUTOTUNE) if prefetch else ds
-
-
-def _prepared(prepare: Prepare, views: Views) -> Callable:
-  """(example_seed, image, *rest) -> (prepared image, the example's draws, *rest)."""
-  def apply(seed, x, *rest):
-    draw_seed, crop_seed = _split_seed(seed)
-    return (prepare(x, crop_seed), views.draws(draw_seed), *rest)
-  return apply
 
 
 def eval_dataset(examples: Optional[tf.data.Dataset], *, batch_size: int, finish: Callable[[tf.Tensor], tf.Tensor],

@@ -125,7 +125,8 @@ def test_one_example_recomputed_alone_equals_its_row_of_the_batch():
   stream = raw.source.unlabeled_stream(raw.split.unlabeled, splits.derived_seed(3, "unlabeled"), 0)
   key = splits.derived_seed(3, "views/train/unlabeled")
   for k, image in enumerate(stream.take(len(weak_batch))):
-    draw_seed, crop_seed = pipeline._split_seed(tf.constant([key, k], tf.int64))  # pylint: disable=protected-access
+    seed = pipeline.example_seed(tf.constant(key, tf.int64), tf.constant(k, tf.int64))
+    draw_seed, crop_seed = pipeline._split_seed(seed)  # pylint: disable=protected-access
     x = raw.prepare(image, crop_seed)[None]
     draws = raw.views.draws(draw_seed)[None]
     weak = raw.views.weak(x, draws)
