@@ -190,7 +190,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
         # loss-scale optimizer skips that step; a NaN value would stop the run).
         mpl = mpl + tf.cast(tf.reduce_sum(tf.math.multiply_no_nan(unscaled, moved)), mpl.dtype)
       else:  # the expression `_feedback` computes, on the recomputed logits
-        mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, again, self.mpl_reduction)
+        mpl = losses.mpl_teacher_loss(s["advantage"], targets, again, self.mpl_reduction)
       t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
     return self._update_teacher(t_tape, t, t_loss, t_vars, s, mpl, student_lr)
 
@@ -234,10 +234,12 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       targets = layout.pseudo_labels(t_logits_u, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
     s = self._student_step(x_l, y_l, u, targets, student_lr, need_grads_after=soft)
     s["baseline"] = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
+    # h - b; 0 after a skipped student step (mixed_float16 overflow): that step says nothing about the labels.
+    s["advantage"] = tf.where(s["stepped"], s["h"] - s["baseline"], tf.zeros_like(s["h"]))
     if soft:
       mpl = losses.soft_meta_objective(s["step_size"], s["grads_u"], s["grads_after"])
     else:
-      mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, t_logits_u, self.mpl_reduction)
+      mpl = losses.mpl_teacher_loss(s["advantage"], targets, t_logits_u, self.mpl_reduction)
     return s, mpl, targets
 
   @staticmethod
@@ -258,8 +260,9 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     """The teacher's update, the baseline's, the EMA student's (in `_finish_step`), the step's metrics."""
     teacher_lr = learning_rate_at(self.teacher_optimizer)
     self._apply(t_tape, t_loss, t_vars, self.teacher_optimizer)
-    if self.baseline_decay > 0:
-      self.h_baseline.assign(losses.moving_average(self.h_baseline, s["h"], self.baseline_decay))
+    if self.baseline_decay > 0:  # a skipped student step leaves the baseline as it was
+      moved = losses.moving_average(self.h_baseline, s["h"], self.baseline_decay)
+      self.h_baseline.assign(tf.where(s["stepped"], moved, self.h_baseline.read_value()))
     self._track("teacher/loss", t_loss)
     self._track("teacher/mpl_loss", mpl)
     self._track("student/loss", s["loss_u"])
@@ -307,6 +310,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
         smoothed = losses.smooth_targets(targets, self.student_label_smoothing)
         loss_u = tf.reduce_mean(losses.soft_cross_entropy(smoothed, s_logits_u))
     grads_u = self._apply(s_tape, loss_u, variables, self.student_optimizer)
+    # A step a loss-scale optimizer skipped (overflowed gradients) moved nothing: zeros stand for its gradients.
+    stepped, grads_u = feedback_lib.as_taken(self.student_optimizer, grads_u)
     applied = [None if g is None else tf.stop_gradient(g) for g in grads_u]
 
     # The losses after the step see the moving statistics of before it (inference mode) and leave them as the
@@ -322,7 +327,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     else:
       loss_after = measure()
     out = {"loss_u": loss_u, "loss_before": loss_before, "loss_after": loss_after, "grads_u": grads_u,
-           "grads_after": grads_after, "h_raw": losses.feedback_from_losses(loss_before, loss_after)}
+           "grads_after": grads_after, "h_raw": losses.feedback_from_losses(loss_before, loss_after),
+           "stepped": stepped}
     if self.step_coefficient is not None:
       out["step_size"] = tf.cast(self.step_coefficient, tf.float32) * learning_rate
       loss_null = feedback_lib.evaluate_at_null_step(student, applied, out["step_size"], measure)
