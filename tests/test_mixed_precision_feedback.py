@@ -53,7 +53,7 @@ def model_for(feedback, pseudo_labels, activations):
 
 
 CASES = [("label_effect", "sample", "keep"), ("label_effect", "argmax", "recompute"),
-         ("dot_product", "sample", "keep"), ("loss_difference", "sample", "keep"),
+         ("dot_product", "sample", "keep"), ("loss_difference", "sample", "keep"), ("cosine", "sample", "keep"),
          ("label_effect", "soft", "keep"), ("label_effect", "soft", "recompute")]
 
 
@@ -79,7 +79,7 @@ def test_a_skipped_student_step_gives_h_zero_and_keeps_the_baseline(mixed_float1
   assert logs["teacher/mpl_loss"] == 0.0
 
 
-@pytest.mark.parametrize("feedback,pseudo_labels,activations", CASES[:1] + CASES[4:5])
+@pytest.mark.parametrize("feedback,pseudo_labels,activations", CASES[:1] + CASES[5:6])
 def test_training_goes_on_through_overflows_with_finite_feedback(mixed_float16, feedback, pseudo_labels,
                                                                  activations):
   """fit over 12 steps: the student's loss scale falls until its steps are taken, h becomes non-zero, nothing is

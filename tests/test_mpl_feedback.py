@@ -101,23 +101,30 @@ def test_student_never_sees_labels_during_mpl(float64):
 
 
 def test_bad_options_and_inputs_are_rejected_with_clear_errors():
+  x_l, y_l, x_u = tiny_batch()
   with pytest.raises(ValueError, match="pseudo_labels"):
     MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=tiny_mlp(2), pseudo_labels="hard")
   for option, value in (("feedback", "new_minus_old"), ("feedback_batch_norm", "eval"), ("mpl_reduction", "max"),
-                        ("student_label_smoothing", 1.0)):
+                        ("student_label_smoothing", 1.0), ("label_temperature", 0.0), ("label_temperature", -1.0),
+                        ("label_temperature", float("nan")), ("label_temperature", float("inf"))):
     with pytest.raises(ValueError, match=option):
       MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=tiny_mlp(2), **{option: value})
-  for options in ({}, {"feedback": "dot_product"}, {"pseudo_labels": "soft", "feedback": "loss_difference"}):
+  for options in ({}, {"feedback": "dot_product"}, {"pseudo_labels": "soft", "feedback": "loss_difference"},
+                  {"pseudo_labels": "soft", "feedback": "cosine"}):
     with pytest.raises(ValueError, match="SGD"):  # their step is not linear in the gradient: no label effect
       MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=tiny_mlp(2), **options).compile(
           teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=keras.optimizers.Adam(0.1))
   MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=tiny_mlp(2), feedback="loss_difference").compile(
       teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=keras.optimizers.Adam(0.1))
+  # the cosine needs no step coefficient: it works with any student optimizer (with hard labels)
+  cosine = MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=tiny_mlp(2), feedback="cosine")
+  cosine.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=keras.optimizers.Adam(0.1))
+  h = float(cosine.train_step(((x_l, y_l), x_u))["mpl/h"])
+  assert 0.0 < abs(h) <= 1.0
   model = MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=tiny_mlp(2))
   with pytest.raises(ValueError, match="distinct"):
     opt = keras.optimizers.SGD(0.1)
     model.compile(teacher_optimizer=opt, student_optimizer=opt)
   model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=keras.optimizers.SGD(0.1))
-  x_l, y_l, _ = tiny_batch()
   with pytest.raises(ValueError, match="labeled data only"):
     model.train_step((x_l, y_l))
