@@ -38,8 +38,8 @@ from mpl_tf.data.datasets import build_dataset as _build_dataset
 from mpl_tf.keras import keras
 from mpl_tf.schedules import Delayed, WarmupCosine
 
-METHODS = {m.name: m for m in (mpl.METHOD, uda.METHOD, supervised.METHOD, pseudo_labels.METHOD,
-                               reduced_mpl.METHOD)}
+METHODS = {m.name: m for m in (mpl.METHOD, uda.METHOD, uda.METHOD_WITH_DISTILL, supervised.METHOD,
+                               pseudo_labels.METHOD, reduced_mpl.METHOD)}
 
 # What gin may bind, registered here so that the library needs no gin. `_CONFIGURED` maps each library object
 # to its configured twin, which `Builder.make` calls.

@@ -99,6 +99,25 @@ def feedback_dot_product(step_size: tf.Tensor, grads_labeled_after: Sequence[tf.
   return tf.stop_gradient(tf.cast(step_size, dot.dtype) * dot)
 
 
+def feedback_cosine(grads_labeled_after: Sequence[tf.Tensor], grads_applied: Sequence[tf.Tensor]) -> tf.Tensor:
+  """h = cos(grad L_l(theta_S'), g_hat): the cosine similarity the paper's appendix names beside the dot product.
+
+  The same two gradients as `feedback_dot_product`, so the same sign (h > 0 when a step along -g_hat lowers the
+  labeled loss), but normalised: |h| <= 1 whatever the step size, the gradients' scale or the clipping, so h says
+  in which direction the pseudo labels pushed the student, not how far. The norms run over all trainable
+  variables; a None gradient (a variable the loss does not reach) counts as zeros. 0 when either norm is 0.
+  Each division is by one norm (dot / |a| <= |b|), so a product of two tiny norms cannot underflow to 0; the clip
+  to [-1, 1] only removes rounding.
+  """
+  def norm(grads):
+    return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads if g is not None]))
+
+  dot = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(grads_labeled_after, grads_applied)
+                  if a is not None and b is not None])
+  cosine = tf.math.divide_no_nan(tf.math.divide_no_nan(dot, norm(grads_labeled_after)), norm(grads_applied))
+  return tf.stop_gradient(tf.clip_by_value(cosine, -1.0, 1.0))
+
+
 MPL_REDUCTIONS = ("mean", "sum")
 
 

@@ -51,3 +51,10 @@ def test_the_label_mode_is_chosen_on_validation_not_test():
              "mpl_soft": [run(0.95, 0.95, 0.85, 0.70)]}
   (line,) = ablations.chosen_on_validation(results)
   assert line.endswith("-> `mpl_argmax`, test 90.00 +- 0.00")
+
+
+def test_the_feedback_scale_is_weighted_by_the_configured_mpl_weight():
+  assert ablations.mpl_weight("mpl_uda_cos_w10") == 10.0 and ablations.mpl_weight("mpl_uda_cos_w0.1") == 0.1
+  assert ablations.mpl_weight("mpl_uda") == 1.0 and ablations.mpl_weight("mpl_uda_soft7_t2_h0") == 0.0
+  for group in ablations.GROUPS:  # every configuration a rule chooses among exists
+    assert set(group) <= set(ablations.CONFIGS), group

@@ -39,6 +39,23 @@ def test_distill_trains_the_mpl_student_on_the_frozen_teacher(tmp_path):
   assert (tmp_path / "summaries" / "distill").is_dir()
 
 
+def test_distill_starts_from_the_mpl_student_itself(tmp_path):
+  """At a zero distill learning rate the distilled student ends where it started: it must be MPL's evaluated (EMA)
+  student, weight for weight, and score as it did after MPL. A phase that built a fresh network would pass the
+  test above (a student that trained) and fail here."""
+  proc = run_cli(tmp_path, "run.steps = 40", "distill.steps = 10", "run.finetune_steps = 5",
+                 "distill/optimizer.learning_rate = 0.0", "distill/optimizer.weight_decay = 0.0",
+                 "MetaPseudoLabelsModel.ema_decay = 0.9")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  mpl, distill = tmp_path / "checkpoints" / "mpl", tmp_path / "checkpoints" / "distill"
+  start, end = variables(mpl, "model/ema_student/"), variables(distill, "model/student/")
+  assert start and start.keys() == end.keys()
+  for name, value in start.items():
+    np.testing.assert_array_equal(value, end[name], err_msg=name)
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  assert metrics["student/accuracy_before_finetune"] == metrics["student/accuracy_after_mpl"]
+
+
 def test_distill_settings_leave_other_methods_alone(tmp_path):
   """Like every MPL binding, `distill.*` is ignored by the baselines that share a recipe (tools/compare.py)."""
   proc = run_cli(tmp_path, "run.method = 'supervised'", "run.steps = 10", "distill.steps = 5")
@@ -46,3 +63,24 @@ def test_distill_settings_leave_other_methods_alone(tmp_path):
   metrics = json.loads((tmp_path / "metrics.json").read_text())
   assert "student/accuracy_after_mpl" not in metrics
   assert not (tmp_path / "checkpoints" / "distill").exists()
+
+
+def test_uda_distill_is_uda_then_the_same_distill_phase_from_a_frozen_copy_of_itself(tmp_path):
+  """The baseline's control for the distill phase (tools/compare.py): UDA's network, frozen, teaches itself. At a zero
+  distill learning rate the distilled network is the UDA network bit for bit, and its teacher is that network too."""
+  proc = run_cli(tmp_path, "run.method = 'uda_distill'", "build_dataset.two_views = True", "run.steps = 40",
+                 "distill.steps = 10", "run.finetune_steps = 5", "distill/optimizer.learning_rate = 0.0",
+                 "distill/optimizer.weight_decay = 0.0")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  uda_end = variables(tmp_path / "checkpoints" / "train", "model/student/")
+  distill = tmp_path / "checkpoints" / "distill"
+  student, teacher = variables(distill, "model/student/"), variables(distill, "model/teacher/")
+  assert uda_end and uda_end.keys() == student.keys() == teacher.keys()
+  for name, value in uda_end.items():
+    np.testing.assert_array_equal(value, student[name], err_msg=name)
+    np.testing.assert_array_equal(value, teacher[name], err_msg=name)
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  assert metrics["student/accuracy_before_finetune"] == metrics["student/accuracy_after_mpl"]
+  refused = run_cli(tmp_path / "no_distill", "run.method = 'uda_distill'", "build_dataset.two_views = True",
+                    "distill.steps = 0")
+  assert refused.returncode != 0 and "distill.steps > 0" in refused.stderr

@@ -1,5 +1,7 @@
 """How the feedback is measured: exactly 0 without a step, batch norm and dropout kept out, the student's view,
 label smoothing and full precision, each checked against a reference computed here."""
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,6 +28,7 @@ def sgd(learning_rate):
   return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=1e-2)
 
 
+# 'cosine' is not among them: it does not scale with the step, so it is not 0 at rate 0 (tested on its own below).
 MODES = [(f, bn) for f in ("label_effect", "loss_difference", "dot_product") for bn in ("train", "inference")]
 
 
@@ -51,6 +54,73 @@ def test_h_is_exactly_zero_while_the_student_waits_in_every_mode(feedback, batch
   assert any(not np.array_equal(b, v.numpy()) for b, v in zip(bn_stats, model.student.non_trainable_variables))
   model.reset_metrics()
   assert float(step(((x_l, y_l), x_u))["mpl/h"]) != 0.0, "after the wait the student learns and h moves"
+
+
+def first_sgd_step_gradients(x_l, y_l, x_u, y_hat, eta):
+  """(grad L_l(theta'), g) flattened, for the plain-SGD first step theta' = theta - eta g of a fresh tiny_mlp(2)
+  student on (x_u, y_hat), written out here."""
+  student = tiny_mlp(2)
+  with tf.GradientTape() as tape:
+    loss_u = tf.reduce_mean(losses.cross_entropy(y_hat, student(x_u)))
+  grads = tape.gradient(loss_u, student.trainable_variables)
+  for variable, grad in zip(student.trainable_variables, grads):
+    variable.assign_sub(eta * grad)
+  with tf.GradientTape() as tape:
+    loss_l = tf.reduce_mean(losses.cross_entropy(y_l, student(x_l)))
+  flat = lambda gs: np.concatenate([g.numpy().ravel() for g in gs])  # noqa: E731
+  return flat(tape.gradient(loss_l, student.trainable_variables)), flat(grads)
+
+
+def test_cosine_feedback_is_the_cosine_of_the_two_gradients_and_does_not_scale_with_the_step(float64):
+  """h = cos(grad L_l(theta'), g_hat): at rate 0 (theta' = theta) the student does not move and the loss
+  differences are 0, but h is the gradients' cosine, not 0; as the rate grows from 0 it moves only as theta'
+  does, while the dot product grows with the step. Same first step, reference computed here."""
+  x_l, y_l, x_u = tiny_batch(seed=3, n_u=4)
+  y_hat = tf.argmax(tiny_mlp(1)(x_u), -1)  # the teacher's argmax labels, before its update
+  hs = {}
+  for feedback in ("cosine", "dot_product"):
+    for eta in (0.0, 1e-3, 0.5):
+      model = MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=tiny_mlp(2), pseudo_labels="argmax",
+                                    feedback=feedback)
+      model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=keras.optimizers.SGD(eta))
+      metrics = model.train_step(((x_l, y_l), x_u))
+      hs[feedback, eta] = float(metrics["mpl/h"])
+      if eta == 0.0:
+        assert float(metrics["mpl/h_raw"]) == 0.0
+  for eta in (0.0, 1e-3, 0.5):
+    after, g = first_sgd_step_gradients(x_l, y_l, x_u, y_hat, eta)
+    assert hs["cosine", eta] == pytest.approx(after @ g / (np.linalg.norm(after) * np.linalg.norm(g)), rel=1e-6)
+    assert hs["dot_product", eta] == pytest.approx(eta * after @ g, rel=1e-6)
+    if eta:
+      assert np.sign(hs["cosine", eta]) == np.sign(hs["dot_product", eta])
+  assert abs(hs["cosine", 0.0]) > 0.1 and hs["dot_product", 0.0] == 0.0
+  assert hs["cosine", 1e-3] == pytest.approx(hs["cosine", 0.0], rel=1e-2)  # theta' moved by O(eta) only
+  assert abs(hs["dot_product", 1e-3]) < 1e-2 * abs(hs["dot_product", 0.5])
+
+
+@pytest.mark.parametrize("batch_norm", ["train", "inference"])
+def test_cosine_feedback_has_the_sign_of_the_dot_product_and_is_at_most_one(float64, batch_norm):
+  """Every labeling of two points, one Nesterov step with weight decay (and batch norm) each: cos and dot
+  product agree in sign, both signs occur, |h| <= 1, and h is not the dot product times one constant (their
+  ratio, c * eta * |grad L_l(theta')| * |g_hat|, changes with the labels)."""
+  x_l, y_l, x_u = tiny_batch(n_l=8, n_u=2, seed=6)
+  hs = {"cosine": [], "dot_product": []}
+  for labels in itertools.product(range(3), repeat=2):
+    for feedback, values in hs.items():
+      model = MetaPseudoLabelsModel(teacher=tiny_mlp(1), student=noisy_student(dropout=0.0), feedback=feedback,
+                                    feedback_batch_norm=batch_norm)
+      model.compile(teacher_optimizer=keras.optimizers.SGD(0.1), student_optimizer=sgd(0.1))
+      real = losses.pseudo_labels
+      losses.pseudo_labels = lambda logits, mode, seed, fixed=tf.constant(labels): fixed
+      try:
+        values.append(float(model.train_step(((x_l, y_l), x_u))["mpl/h"]))
+      finally:
+        losses.pseudo_labels = real
+  cosine, dot = np.array(hs["cosine"]), np.array(hs["dot_product"])
+  np.testing.assert_array_equal(np.sign(cosine), np.sign(dot))
+  assert cosine.min() < 0 < cosine.max()
+  assert np.abs(cosine).max() <= 1.0
+  assert np.std(dot / cosine) > 0.1 * np.mean(dot / cosine)
 
 
 @pytest.mark.parametrize("batch_norm", ["train", "inference"])

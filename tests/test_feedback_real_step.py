@@ -107,20 +107,21 @@ def labeled_loss_after_real_step(model, data, targets, mode):
   return after.numpy(), norm.numpy()
 
 
-def enumerate_estimator(feedback_mode, batch_norm, reduction, learning_rate=ETA, label_view=None):
+def enumerate_estimator(feedback_mode, batch_norm, reduction, learning_rate=ETA, label_view=None, tau=1.0):
   """Over all 27 labelings of 3 unlabeled points, from one warmed-up state: the estimator's mean and
   covariance trace, the exact gradient of E[L_l(theta'(y_hat))], and the step's metrics.
 
   label_view: None, one unlabeled view; 'weak' or 'strong', two views of different points, the student training
-  on the strong one and its labels drawn from the teacher on `label_view`.
+  on the strong one and its labels drawn from the teacher on `label_view`. tau: the label temperature, labels
+  drawn from softmax(T / tau).
   """
   x_l, y_l, x_u = tiny_batch(seed=4, n_u=3)
   data, x_label = ((x_l, y_l), x_u), x_u
-  options = {}
+  options = dict(label_temperature=tau)
   if label_view:
     x_strong = tiny_batch(seed=8, n_u=3)[2]
     data, x_label = ((x_l, y_l), (x_u, x_strong)), {"weak": x_u, "strong": x_strong}[label_view]
-    options = dict(student_view="strong", pseudo_label_view=label_view)
+    options.update(student_view="strong", pseudo_label_view=label_view)
   model = warmed_up_model(data, learning_rate, feedback=feedback_mode, feedback_batch_norm=batch_norm,
                           mpl_reduction=reduction, **options)
   restore = snapshot(model)
@@ -134,7 +135,8 @@ def enumerate_estimator(feedback_mode, batch_norm, reduction, learning_rate=ETA,
     grads.append((before - flat(t_vars)) / WEIGHT)  # teacher SGD at lr 1, no other term: minus its gradient
     restore()
     with tf.GradientTape() as tape:
-      p = tf.exp(-tf.reduce_sum(losses.cross_entropy(tf.constant(labels), model.teacher(x_label, training=True))))
+      logits = model.teacher(x_label, training=True) / tau
+      p = tf.exp(-tf.reduce_sum(losses.cross_entropy(tf.constant(labels), logits)))
     grad_p = flat(tape.gradient(p, t_vars))
     loss_after, norm = labeled_loss_after_real_step(model, data, tf.constant(labels, tf.int32), batch_norm)
     exact = exact + loss_after * grad_p
@@ -165,6 +167,15 @@ def test_with_two_views_the_estimator_is_exact_for_labels_drawn_from_either_view
   """The student trains on the strong view; its labels come from the teacher on `label_view`: the expected
   update is the gradient of E_{y_hat ~ T(label view)}[L_l(theta'(y_hat, strong view))]."""
   mean, _, exact, _ = enumerate_estimator("label_effect", "train", "sum", label_view=label_view)
+  assert np.linalg.norm(exact) > 1e-4
+  np.testing.assert_allclose(mean, exact, rtol=1e-6, atol=1e-11)
+
+
+@pytest.mark.parametrize("tau", [0.5, 3.0])
+def test_with_a_label_temperature_the_estimator_is_exact_for_labels_drawn_from_the_tempered_teacher(float64, tau):
+  """y_hat ~ softmax(T(x_u) / tau), scored as CE(y_hat, T(x_u) / tau): the expected update is the gradient of
+  E[L_l(theta'(y_hat))] under the tempered distribution (a score taken at tau = 1 would miss it)."""
+  mean, _, exact, _ = enumerate_estimator("label_effect", "train", "sum", tau=tau)
   assert np.linalg.norm(exact) > 1e-4
   np.testing.assert_allclose(mean, exact, rtol=1e-6, atol=1e-11)
 

@@ -65,16 +65,21 @@ def test_feedback_is_old_minus_new():
   assert h.numpy() == pytest.approx(0.1)
 
 
-def test_official_teacher_term_has_zero_gradient_and_ours_does_not():
-  """The official release's defect (docs/public_implementations.md): CE(stop_grad(softmax(z)), z) has gradient softmax(z) - softmax(z) = 0."""
-  z = tf.Variable([[0.3, -1.2, 0.5]])
-  with tf.GradientTape(persistent=True) as tape:
-    official = losses.soft_cross_entropy(tf.stop_gradient(tf.nn.softmax(z)), z)
-    ours = losses.mpl_teacher_loss(tf.constant(0.7), tf.constant([1]), z)
-  np.testing.assert_allclose(tape.gradient(official, z).numpy(), 0.0, atol=1e-7)
-  grad = tape.gradient(ours, z).numpy()
-  p = tf.nn.softmax(z).numpy()
-  np.testing.assert_allclose(grad, 0.7 * (p - np.eye(3)[[1]]), rtol=1e-5)
+def test_cosine_feedback_is_the_gradients_cosine_over_all_variables():
+  """a = ([1, 2], [2], [4]), b = ([2, -1], [2], None): a . b = 2 - 2 + 4 = 4, |a| = sqrt(1 + 4 + 4 + 16) = 5 (the
+  variable b does not reach still counts in |a|), |b| = sqrt(4 + 1 + 4) = 3, so h = 4 / 15."""
+  a = [tf.constant([1.0, 2.0]), tf.constant([2.0]), tf.constant([4.0])]
+  b = [tf.constant([2.0, -1.0]), tf.constant([2.0]), None]
+  assert losses.feedback_cosine(a, b).numpy() == pytest.approx(4 / 15, rel=1e-6)
+  # the dot product's sign, without its scale: any positive factor on either gradient leaves h alone
+  assert losses.feedback_dot_product(0.1, a, b).numpy() == pytest.approx(0.4, rel=1e-6)
+  scaled = losses.feedback_cosine([2.5 * g for g in a], [1e-3 * g if g is not None else None for g in b])
+  assert scaled.numpy() == pytest.approx(4 / 15, rel=1e-6)
+  assert losses.feedback_cosine(a, [None if g is None else -g for g in b]).numpy() == pytest.approx(-4 / 15, rel=1e-6)
+  assert losses.feedback_cosine(a, [3.0 * g for g in a]).numpy() == 1.0  # parallel: 1, rounding clipped off
+  # a zero gradient on either side: h = 0, not NaN
+  assert losses.feedback_cosine(a, [tf.zeros(2), tf.zeros(1), None]).numpy() == 0.0
+  assert losses.feedback_cosine([tf.zeros(2), tf.zeros(1), tf.zeros(1)], b).numpy() == 0.0
 
 
 def test_sampled_pseudo_labels_follow_the_teacher_distribution_and_are_seeded():

@@ -70,17 +70,59 @@ def one_step_labeled_loss(teacher, student, x_l, y_l, x_u, targets_fn, eta=ETA):
   return l_l
 
 
-def test_soft_meta_gradient_matches_finite_differences(float64):
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_soft_meta_gradient_matches_finite_differences(float64, tau):
+  """With a label temperature the soft labels are softmax(T(x_u) / tau), and the meta-gradient runs through it."""
   x_l, y_l, x_u = tiny_batch()
-  model = mpl_model(pseudo_labels="soft")
+  model = mpl_model(pseudo_labels="soft", label_temperature=tau)
   reference_teacher, reference_student = tiny_mlp(1), tiny_mlp(2)
   grad, _ = teacher_gradient_of_step(model, ((x_l, y_l), x_u))
 
   numeric = finite_difference_gradient(
       reference_teacher.trainable_variables,
-      lambda: one_step_labeled_loss(reference_teacher, reference_student, x_l, y_l, x_u, tf.nn.softmax))
+      lambda: one_step_labeled_loss(reference_teacher, reference_student, x_l, y_l, x_u,
+                                    lambda logits: tf.nn.softmax(logits / tau)))
   assert np.linalg.norm(numeric) > 1e-3, "the check is vacuous if the meta-gradient is ~0"
   np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
+  if tau != 1.0:  # the temperature changes the gradient well beyond the tolerance
+    untempered, _ = teacher_gradient_of_step(mpl_model(pseudo_labels="soft"), ((x_l, y_l), x_u))
+    assert np.linalg.norm(untempered - numeric) > 0.1 * np.linalg.norm(numeric)
+
+
+def linear_teacher(kernel, bias):
+  """z = x W + c, three classes over two inputs, with the given weights."""
+  inputs = keras.Input((2,))
+  teacher = keras.Model(inputs, keras.layers.Dense(3)(inputs), name="teacher")
+  teacher.set_weights([np.array(kernel), np.array(bias)])
+  return teacher
+
+
+@pytest.mark.parametrize("mode", ["sample", "argmax"])
+def test_label_temperature_draws_and_scores_the_label_under_softmax_of_the_logits_over_tau(float64, mode):
+  """A linear teacher whose logits on x_u = [1, 0] are z = W[0] + c = [2 ln 3, 0, 0], tau = 2: the labels come
+  from softmax(z / 2) = [3/5, 1/5, 1/5] (softmax(z) would be [9/11, 1/11, 1/11]), and the teacher's MPL
+  gradient on z is h * d CE(y, z / 2) / dz = h * (softmax(z / 2) - onehot(y)) / 2, e.g. h * [-1/5, 1/10, 1/10]
+  for y = 0 (tau = 1 would give h * [-2/11, 1/11, 1/11]). dz/dW is x in row 0 and 0 in row 1, dz/dc = 1."""
+  x_l, y_l, _ = tiny_batch(seed=4)
+  x_u = tf.constant([[1.0, 0.0]], tf.float64)
+  teacher = linear_teacher([[2 * np.log(3.0), 0.0, 0.0], [0.3, -0.7, 0.2]], [0.0, 0.0, 0.0])
+  model = MetaPseudoLabelsModel(teacher=teacher, student=tiny_mlp(2), pseudo_labels=mode, label_temperature=2.0,
+                                teacher_supervised_weight=0.0, baseline_decay=0.0)
+  model.compile(teacher_optimizer=keras.optimizers.SGD(1.0), student_optimizer=keras.optimizers.SGD(ETA))
+  drawn, real_sampler = [], losses.pseudo_labels
+  losses.pseudo_labels = lambda logits, m, seed: drawn.append((logits, real_sampler(logits, m, seed))) or drawn[-1][1]
+  try:
+    grad, metrics = teacher_gradient_of_step(model, ((x_l, y_l), x_u))
+  finally:
+    losses.pseudo_labels = real_sampler
+  (logits, labels), = drawn
+  np.testing.assert_allclose(logits.numpy(), [[np.log(3.0), 0.0, 0.0]], rtol=1e-12)
+  y = int(labels.numpy()[0])
+  assert y == 0 or mode == "sample"
+  h = float(metrics["mpl/h"])
+  assert abs(h) > 1e-4
+  dz = h * (np.array([3 / 5, 1 / 5, 1 / 5]) - np.eye(3)[y]) / 2
+  np.testing.assert_allclose(grad, np.concatenate([dz, np.zeros(3), dz]), rtol=1e-6, atol=1e-12)
 
 
 def enumerate_expected_gradient(feedback, eta):

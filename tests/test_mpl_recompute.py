@@ -5,8 +5,9 @@ teacher forward again under the tape for the backward pass; the default step kee
 forward instead. With the teacher's moving statistics and dropout generators restored in between
 (`mpl_tf.algorithms.recompute`), both steps compute the same thing: checked bit for bit (weights, float32) with every
 part of the step that touches the teacher on (UDA on two views, sampled labels, a non-zero baseline, Nesterov
-momentum with weight decay, gradient clipping, batch norm, dropout, mpl_weight +-1), and with soft labels, whose
-meta-gradient the recomputing step passes to the teacher as a cotangent on its logits (also bit for bit). 3 steps each.
+momentum with weight decay, gradient clipping, batch norm, dropout, mpl_weight +-1, the cosine feedback, a label
+temperature), and with soft labels, whose meta-gradient the recomputing step passes to the teacher as a cotangent on
+its logits (also bit for bit, with and without a temperature). 3 steps each.
 """
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ def net(seed, dropout=0.0):
   return build_model("cnn_small", num_classes=4, input_shape=(8, 8, 1), seed=seed, dropout=dropout)
 
 
-def run(teacher_activations, steps=3, mpl_weight=1.0, pseudo_labels="sample", dropout=0.0, loss_scale=False):
+def run(teacher_activations, steps=3, mpl_weight=1.0, pseudo_labels="sample", dropout=0.0, loss_scale=False,
+        **options):
   def sgd(scaled=False):
     optimizer = keras.optimizers.SGD(0.2, momentum=0.9, nesterov=True, weight_decay=5e-4)
     return keras.mixed_precision.LossScaleOptimizer(optimizer) if scaled else optimizer
@@ -33,7 +35,7 @@ def run(teacher_activations, steps=3, mpl_weight=1.0, pseudo_labels="sample", dr
     recompute.use_restorable_generators(teacher, seed=3)
   model = MetaPseudoLabelsModel(teacher=teacher, student=net(2), pseudo_labels=pseudo_labels, baseline_decay=0.5,
                                 uda=UDASettings(weight=2.0, temperature=0.7, threshold=0.3), grad_clip_norm=1.0,
-                                mpl_weight=mpl_weight, teacher_activations=teacher_activations, seed=3)
+                                mpl_weight=mpl_weight, teacher_activations=teacher_activations, seed=3, **options)
   model.compile(teacher_optimizer=sgd(loss_scale), student_optimizer=sgd())
   rng = np.random.default_rng(0)
   dtype = keras.backend.floatx()
@@ -55,10 +57,12 @@ def assert_same_run(a, logs_a, b, logs_b):
       np.testing.assert_array_equal(x, y, err_msg=network)
 
 
-@pytest.mark.parametrize("mpl_weight,dropout", [(1.0, 0.3), (-1.0, 0.0)])
-def test_recomputing_step_trains_the_same_run_bit_for_bit(mpl_weight, dropout):
-  default, logs_default = run("keep", mpl_weight=mpl_weight, dropout=dropout)
-  again, logs_again = run("recompute", mpl_weight=mpl_weight, dropout=dropout)
+@pytest.mark.parametrize("mpl_weight,dropout,options", [
+    (1.0, 0.3, {}), (-1.0, 0.0, {}), (1.0, 0.0, dict(feedback="cosine", label_temperature=0.5))],
+    ids=["dropout", "flipped_sign", "cosine_tau_0.5"])
+def test_recomputing_step_trains_the_same_run_bit_for_bit(mpl_weight, dropout, options):
+  default, logs_default = run("keep", mpl_weight=mpl_weight, dropout=dropout, **options)
+  again, logs_again = run("recompute", mpl_weight=mpl_weight, dropout=dropout, **options)
   assert np.std(logs_default["mpl/h"]) > 0 and abs(float(default.h_baseline.numpy())) > 0
   assert_same_run(again, logs_again, default, logs_default)
   moved = [np.abs(a - b).max() for a, b in zip(default.teacher.get_weights(), run("keep", steps=0)[0]
@@ -66,13 +70,15 @@ def test_recomputing_step_trains_the_same_run_bit_for_bit(mpl_weight, dropout):
   assert max(moved) > 1e-3  # the comparison is not of two untrained networks
 
 
-def test_recomputing_step_with_soft_labels_takes_the_same_meta_gradient_bit_for_bit():
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_recomputing_step_with_soft_labels_takes_the_same_meta_gradient_bit_for_bit(tau):
   """Soft labels: the default step differentiates through the student's update inside the teacher's tape; the
-  recomputing one takes the same derivative with respect to the teacher's logits and passes it on."""
-  default, logs_default = run("keep", pseudo_labels="soft")
-  again, logs_again = run("recompute", pseudo_labels="soft")
+  recomputing one takes the same derivative with respect to the teacher's logits (through the temperature) and
+  passes it on."""
+  default, logs_default = run("keep", pseudo_labels="soft", label_temperature=tau)
+  again, logs_again = run("recompute", pseudo_labels="soft", label_temperature=tau)
   assert_same_run(again, logs_again, default, logs_default)
-  without_mpl, _ = run("keep", pseudo_labels="soft", mpl_weight=0.0)
+  without_mpl, _ = run("keep", pseudo_labels="soft", mpl_weight=0.0, label_temperature=tau)
   differs = max(np.abs(a - b).max() for a, b in zip(default.teacher.get_weights(), without_mpl.teacher.get_weights()))
   assert differs > 1e-4  # the meta-gradient moved the teacher: the comparison covers it
 

@@ -21,14 +21,33 @@ def test_paired_stats_by_hand():
   assert np.isnan(run_lib.paired_stats([0.5, 0.5])["t"])
 
 
-def test_verdict_compares_with_the_best_baseline_and_needs_every_seed():
-  # Well above supervised, but the best baseline (UDA, the smallest difference) decides.
-  mixed = compare.verdict({"supervised": [5.0, 6.0, 7.0], "uda": [0.5, -0.4, 0.3]})
-  assert mixed.startswith("No measurable difference") and "against uda" in mixed
-  assert compare.verdict({"supervised": [3.0, 4.0, 5.0], "uda": [1.0, 1.5, 2.0]}).startswith("MPL helped")
-  assert compare.verdict({"supervised": [-3.0, -4.0, -5.2]}).startswith("MPL hurt")
-  # Two seeds never make a claim.
-  assert compare.verdict({"supervised": [3.0, 4.0]}).startswith("No measurable difference")
+def test_verdict_compares_each_part_with_its_own_control():
+  """Made-up accuracies where MPL + distill beats plain UDA only through the distill phase: the verdict must credit
+  the distill phase, not MPL, and compare MPL with the baseline that had the same extra phase."""
+  students = {"supervised": [80.0, 81.0, 82.0], "uda": [90.0, 90.5, 91.0], "uda_distill": [92.0, 92.4, 93.1],
+              "mpl_feedback_off": [92.1, 92.6, 93.1], "mpl": [92.0, 92.7, 93.0]}
+  text = compare.verdict(students)
+  assert text.startswith("What helped: the distill phase.")
+  assert "The teacher's feedback (MPL's term): no measurable difference (mpl -0.03 +- 0.12 points against " \
+         "mpl_feedback_off, better on 1 of 3 seeds)" in text
+  assert "The distill phase: helped (uda_distill +2.00 +- 0.10 points against uda" in text
+  assert "MPL as a whole, against the best baseline: no measurable difference (mpl +0.07 +- 0.21 points against " \
+         "uda_distill" in text
+  # Without the distill control, the main-phase part falls back to uda and MPL to the best baseline that ran.
+  parts = {(arm, control) for arm, control, _, _ in compare.contrasts(
+      {k: v for k, v in students.items() if k != "uda_distill"})}
+  assert parts == {("mpl", "mpl_feedback_off"), ("mpl_feedback_off", "uda"), ("mpl", "uda")}
+
+
+def test_a_part_helps_only_on_every_seed_with_t_above_two():
+  assert compare.classify([1.0, 1.5, 2.0]) == "helped"
+  assert compare.classify([-3.0, -4.0, -5.2]) == "hurt"
+  assert compare.classify([5.0, 6.0, -0.1]) == "no measurable difference"  # one seed the other way
+  assert compare.classify([3.0, 4.0]) == "no measurable difference"  # two seeds never make a claim
+  assert compare.classify([0.1, 5.0, 0.1]) == "no measurable difference"  # all better, t = 1.03
+  text = compare.verdict({"uda": [90.0, 90.0, 90.0], "mpl_feedback_off": [90.5, 90.4, 90.6],
+                          "mpl": [91.6, 91.4, 91.5]})
+  assert text.startswith("What helped: the teacher's feedback (MPL's term); a student learning only")
 
 
 def test_standin_splits_are_disjoint_balanced_and_cover_the_digits():

@@ -1,23 +1,34 @@
-"""Does MPL help on *your* data? Supervised, UDA and MPL (optionally Pseudo Labels) over a few seeds, one table,
-one plot, one sentence.
+"""Does MPL help on *your* data, and which part of it? Arms that separate the parts, over a few seeds: one table,
+one plot, a verdict that names each part against its own control.
 
   python tools/compare.py --gin_bindings="build_dataset.path = 'my.npz'" --out=runs/compare/mine.md
 
-Every method trains with the same gin recipe (default `gin/own_data.gin`: the own-data augmentation defaults,
-small CNN with strides from the image size), the same data, seeds and --steps, each run in its own cached
-work directory under --workroot (an interrupted comparison resumes). The table gives each method's test
-accuracy (the exported student, after finetuning; after the method's main phase, i.e. for MPL before its
-distill phase; before finetuning; the teacher where there is one), then
-MPL's finetuned student minus each baseline paired by seed, the student's gap to its own teacher (and, from
-TensorBoard, that gap on held-out data every `run.eval_every` steps of MPL, gin/own_data.gin: 250). The last
-line says in words whether MPL helped: better than the best baseline on every seed with a paired t above 2
-(at least 3 seeds) is "helped"; the mirror image is "hurt"; anything else is "no measurable difference".
+Every arm trains with the same gin recipe (default `gin/own_data.gin`: the own-data augmentation defaults, small
+CNN with strides from the image size, MPL's distill phase of 2,000 steps), the same data, seeds and --steps, each
+run in its own cached work directory under --workroot (an interrupted comparison resumes). The arms (`ARMS`):
+
+  supervised        labeled data only
+  uda               one network, supervised + UDA consistency (MPL's teacher's losses, no student)
+  uda_distill       uda, then the same distill phase MPL gets (the UDA network, frozen, teaches itself)
+  mpl_feedback_off  MPL with the teacher's MPL term off (`mpl_weight = 0`): a UDA teacher whose student learns only
+                    from its pseudo labels, then the distill phase
+  mpl               MPL, then the distill phase
+  (optional: pseudo_labels, reduced_mpl)
+
+The table gives each arm's test accuracy: the exported student (after finetuning), the student after the arm's
+main phase (before any distill phase), before finetuning, and the teacher. Then each part of MPL against its own
+control, paired by seed (`PARTS`): the feedback (mpl - mpl_feedback_off), the distill phase (uda_distill - uda),
+MPL's student-of-a-teacher main phase (mpl_feedback_off - uda_distill, or - uda without a distill phase), and
+MPL against the best baseline that ran (the same extra phase included). A part "helped" when it is better on every
+seed with a paired t above 2 (at least 3 seeds), "hurt" in the mirror image, else "no measurable difference".
 A few seeds on a small budget answer "is something badly wrong", not "by how much": for a claim, use more seeds.
 """
+import dataclasses
 import json
 import os
 import statistics
 import sys
+from typing import Dict, List, Tuple
 
 from absl import app
 from absl import flags
@@ -26,44 +37,100 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run_lib  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
+REDUCED_MPL_GIN = "gin/algorithms/reduced_mpl.gin"
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  method: str  # run.method
+  bindings: Tuple[str, ...] = ()
+  baseline: bool = True  # a method MPL is compared against (not an MPL variant)
+
+
+ARMS = {
+    "supervised": Arm("supervised"),
+    "uda": Arm("uda"),
+    "uda_distill": Arm("uda_distill"),
+    "pseudo_labels": Arm("pseudo_labels"),
+    "mpl_feedback_off": Arm("mpl", ("MetaPseudoLabelsModel.mpl_weight = 0.0",), baseline=False),
+    "mpl": Arm("mpl", baseline=False),
+    "reduced_mpl": Arm("reduced_mpl", (f"include '{REDUCED_MPL_GIN}'",), baseline=False),
+}
+DEFAULT_ARMS = ["supervised", "uda", "uda_distill", "mpl_feedback_off", "mpl"]
+
+# (arm, its control, the part of MPL the difference measures); a part is reported when both arms ran, the first
+# control that ran is used.
+PARTS = [
+    ("mpl", ("mpl_feedback_off",), "the teacher's feedback (MPL's term)"),
+    ("uda_distill", ("uda",), "the distill phase"),
+    ("mpl_feedback_off", ("uda_distill", "uda"), "a student learning only from a UDA teacher's labels, instead of "
+                                                "the UDA network itself"),
+]
 
 
 def define_flags():
   """Defined only when run as a script, so that tests can import the module beside other tools' flags."""
-  flags.DEFINE_string("gin_file", "gin/own_data.gin", "recipe shared by every method")
+  flags.DEFINE_string("gin_file", "gin/own_data.gin", "recipe shared by every arm")
   flags.DEFINE_multi_string("gin_bindings", [], "bindings for every run: at least the data, e.g. "
                             "\"build_dataset.path = 'my.npz'\"")
-  flags.DEFINE_list("methods", ["supervised", "uda", "mpl"],
-                    "methods to compare: mpl, baselines among supervised, uda, pseudo_labels, and optionally "
-                    "reduced_mpl (its recipe: the same gin plus gin/algorithms/reduced_mpl.gin)")
+  flags.DEFINE_list("methods", DEFAULT_ARMS, f"arms to compare, among {', '.join(ARMS)} (module doc); must include "
+                    "mpl and one baseline. uda_distill and the distill phase of mpl need distill.steps > 0 (the "
+                    "default recipe has 2000)")
   flags.DEFINE_list("seeds", ["0", "1", "2"], "values for run.seed")
-  flags.DEFINE_integer("steps", 1500, "training steps of every method's main phase (a small budget)")
+  flags.DEFINE_integer("steps", 1500, "training steps of every arm's main phase (a small budget)")
   flags.DEFINE_string("workroot", "runs/compare", "parent of the per-run work directories")
   flags.DEFINE_string("out", "runs/compare/compare.md", "markdown file to write (its .json and .png beside it)")
 
 
-BASELINES = ("supervised", "uda", "pseudo_labels")
-REDUCED_MPL_GIN = "gin/algorithms/reduced_mpl.gin"
-
-
-def run_one(method: str, seed: str) -> dict:
-  extra = [f"include '{REDUCED_MPL_GIN}'"] if method == "reduced_mpl" else []
-  bindings = extra + [f"run.method = '{method}'", f"run.seed = {seed}", f"STEPS = {FLAGS.steps}"]
+def run_one(arm: str, seed: str) -> dict:
+  spec = ARMS[arm]
+  bindings = list(spec.bindings) + [f"run.method = '{spec.method}'", f"run.seed = {seed}", f"STEPS = {FLAGS.steps}"]
   bindings += FLAGS.gin_bindings
-  return run_lib.train(FLAGS.gin_file, os.path.join(FLAGS.workroot, f"{method}.seed{seed}"), bindings)
+  return run_lib.train(FLAGS.gin_file, os.path.join(FLAGS.workroot, f"{arm}.seed{seed}"), bindings)
 
 
-def verdict(diffs_by_baseline: dict) -> str:
-  """The plain sentence: against the best baseline (largest mean accuracy), helped / hurt / no difference."""
-  name, diffs = min(diffs_by_baseline.items(), key=lambda kv: statistics.mean(kv[1]))
-  p = run_lib.paired_stats(diffs)
-  n = len(diffs)
-  figure = f"{p['mean']:+.2f} +- {p['std']:.2f} points against {name}, better on {p['better']} of {n} seeds"
+def classify(diffs: List[float]) -> str:
+  """'helped', 'hurt' or 'no measurable difference' for per-seed differences in points (module doc's rule)."""
+  p, n = run_lib.paired_stats(diffs), len(diffs)
   if n >= 3 and p["better"] == n and p["t"] > 2:
-    return f"MPL helped on this data: its student is {figure}."
+    return "helped"
   if n >= 3 and p["worse"] == n and p["t"] < -2:
-    return f"MPL hurt on this data: its student is {figure}."
-  return f"No measurable difference: MPL's student is {figure} (the best baseline)."
+    return "hurt"
+  return "no measurable difference"
+
+
+def _figure(diffs: List[float], control: str) -> str:
+  p = run_lib.paired_stats(diffs)
+  return f"{p['mean']:+.2f} +- {p['std']:.2f} points against {control}, better on {p['better']} of {len(diffs)} seeds"
+
+
+def contrasts(students: Dict[str, List[float]]) -> List[Tuple[str, str, str, List[float]]]:
+  """(arm, control, part, per-seed differences) for each part of MPL whose arm and control ran; last, MPL against
+  the best baseline (largest mean accuracy). `students`: arm -> exported student accuracy per seed (points)."""
+  out = []
+  for arm, controls, part in PARTS:
+    control = next((c for c in controls if c in students), None)
+    if arm in students and control:
+      out.append((arm, control, part, [a - b for a, b in zip(students[arm], students[control])]))
+  baselines = [a for a in students if ARMS[a].baseline]
+  if "mpl" in students and baselines:
+    best = max(baselines, key=lambda a: statistics.mean(students[a]))
+    out.append(("mpl", best, "MPL as a whole, against the best baseline",
+                [a - b for a, b in zip(students["mpl"], students[best])]))
+  return out
+
+
+def verdict(students: Dict[str, List[float]]) -> str:
+  """The plain sentences: each part of MPL against its own control, then MPL against the best baseline."""
+  sentences = []
+  for arm, control, part, diffs in contrasts(students):
+    outcome = classify(diffs)
+    subject = part[0].upper() + part[1:]
+    sentences.append(f"{subject}: {outcome} ({arm} {_figure(diffs, control)}).")
+  helped = [part for arm, control, part, diffs in contrasts(students)[:-1] if classify(diffs) == "helped"]
+  lead = ("What helped: " + "; ".join(helped) + "." if helped else
+          "No part of MPL helped measurably against its own control.")
+  return " ".join([lead] + sentences)
 
 
 def gap_curve(workdirs, phase: str = "mpl") -> dict:
@@ -94,17 +161,19 @@ def gap_lines(curve: dict, final_gap, distill_curve=None) -> list:
 
 
 def table(results: dict) -> list:
-  """Per method: the exported student, the student as the method's main phase left it (for MPL before the
-  distill phase, `distill.steps`, when there is one), before finetuning, and the teacher."""
-  lines = ["| method | student (exported) | student after its main phase | student before finetune | teacher "
+  """Per arm: the exported student, the student as the arm's main phase left it (before the distill phase, when
+  there is one), before finetuning, and the teacher (uda_distill's is the UDA network after its main phase)."""
+  lines = ["| arm | student (exported) | student after its main phase | student before finetune | teacher "
            "| per seed (student) |", "| --- | --- | --- | --- | --- | --- |"]
-  for method, runs in results.items():
+  for arm, runs in results.items():
     student = [r["student/accuracy"] for r in runs]
     before = [r.get("student/accuracy_before_finetune") for r in runs]
     main_phase = [r.get("student/accuracy_after_mpl", r.get("student/accuracy_before_finetune")) for r in runs]
     teacher = [r.get("teacher/accuracy") for r in runs]
+    if ARMS[arm].method == "uda_distill":
+      teacher = main_phase
     cells = " | ".join(run_lib.mean_std(v) for v in (student, main_phase, before, teacher))
-    lines.append(f"| {method} | {cells} | {', '.join(f'{100 * v:.1f}' for v in student)} |")
+    lines.append(f"| {arm} | {cells} | {', '.join(f'{100 * v:.1f}' for v in student)} |")
   return lines
 
 
@@ -133,32 +202,33 @@ def plot(results: dict, path: str) -> None:
 
 def main(argv):
   del argv
-  unknown = set(FLAGS.methods) - set(BASELINES) - {"mpl", "reduced_mpl"}
-  if unknown or "mpl" not in FLAGS.methods or not set(FLAGS.methods) & set(BASELINES):
-    raise SystemExit(f"--methods must include mpl and at least one of {', '.join(BASELINES)} "
-                     f"(optionally reduced_mpl){'; unknown: ' + ', '.join(sorted(unknown)) if unknown else ''}")
+  unknown = set(FLAGS.methods) - set(ARMS)
+  if unknown or "mpl" not in FLAGS.methods or not any(ARMS[a].baseline for a in FLAGS.methods if a in ARMS):
+    raise SystemExit(f"--methods must include mpl and at least one baseline among "
+                     f"{', '.join(a for a, spec in ARMS.items() if spec.baseline)} (arms: {', '.join(ARMS)})"
+                     f"{'; unknown: ' + ', '.join(sorted(unknown)) if unknown else ''}")
   results = {}
-  for seed in FLAGS.seeds:  # seeds outside: an interrupted comparison has every method on the same seeds
-    for method in FLAGS.methods:
-      results.setdefault(method, []).append(run_one(method, seed))
-  student = lambda method: [100 * r["student/accuracy"] for r in results[method]]
-  diffs = {m: [a - b for a, b in zip(student("mpl"), student(m))] for m in FLAGS.methods if m in BASELINES}
-  variants = []
-  if "reduced_mpl" in results:
-    variants.append(run_lib.paired_row("reduced_mpl - mpl",
-                                       [a - b for a, b in zip(student("reduced_mpl"), student("mpl"))]))
+  for seed in FLAGS.seeds:  # seeds outside: an interrupted comparison has every arm on the same seeds
+    for arm in FLAGS.methods:
+      results.setdefault(arm, []).append(run_one(arm, seed))
+  students = {arm: [100 * r["student/accuracy"] for r in runs] for arm, runs in results.items()}
   gap = [100 * (r["student/accuracy"] - r["teacher/accuracy"]) for r in results["mpl"]]  # student - teacher
   mpl_dirs = [os.path.join(FLAGS.workroot, f"mpl.seed{seed}") for seed in FLAGS.seeds]
   curve, distill_curve = gap_curve(mpl_dirs), gap_curve(mpl_dirs, phase="distill")
   command = (f"python tools/compare.py --gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} "
-             f"--seeds={','.join(FLAGS.seeds)} --steps={FLAGS.steps} --out={FLAGS.out}"
+             f"--seeds={','.join(FLAGS.seeds)} --steps={FLAGS.steps} --workroot={FLAGS.workroot} --out={FLAGS.out}"
              + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings))
+  rows = [run_lib.paired_row(f"{arm} - {control} ({part})", diffs)
+          for arm, control, part, diffs in contrasts(students)]
+  if "reduced_mpl" in students:
+    rows.append(run_lib.paired_row("reduced_mpl - mpl", [a - b for a, b in zip(students["reduced_mpl"],
+                                                                               students["mpl"])]))
   lines = [f"Command: `{command}`", "", "Test accuracy (%), mean +- std over seeds:", "", *table(results), "",
-           "MPL's exported student minus each baseline, and minus its own teacher, paired by seed (points):", "",
+           "Each part of MPL against its own control, and MPL's student against its own teacher, paired by seed "
+           "(exported students, points):", "",
            "| comparison | mean | std | paired t | seeds better / equal / worse |", "| --- | --- | --- | --- | --- |",
-           *[run_lib.paired_row(f"mpl - {m}", d) for m, d in diffs.items()],
-           run_lib.paired_row("mpl student - mpl teacher", gap), *variants, "",
-           *gap_lines(curve, [-g for g in gap], distill_curve), "", verdict(diffs)]
+           *rows, run_lib.paired_row("mpl student - mpl teacher", gap), "",
+           *gap_lines(curve, [-g for g in gap], distill_curve), "", verdict(students)]
   os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
   with open(FLAGS.out, "w") as f:
     f.write("\n".join(lines) + "\n")

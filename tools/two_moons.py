@@ -56,7 +56,8 @@ FEEDBACK_VARIANTS: Dict[str, tuple] = {
          f"MetaPseudoLabelsModel.mpl_reduction = '{reduction}'"] + (_UDA if uda else []))
     for uda in (False, True) for form in _FORMS for reduction in ("mean", "sum")}
 CONTROLS = {name: ("mpl_uda_off" if "_uda_" in name else "mpl_off") for name in FEEDBACK_VARIANTS}
-CONTROLS.update(mpl="mpl_off", mpl_uda="mpl_uda_off", mpl_x100="mpl_off")
+CONTROLS.update(mpl="mpl_off", mpl_uda="mpl_uda_off", mpl_x100="mpl_off",
+                mpl_uda_nosup_soft="mpl_uda_nosup_soft_off", mpl_uda_nosup_soft_x100="mpl_uda_nosup_soft_off")
 
 # name -> (label for tables, gin bindings on top of the base file)
 METHODS: Dict[str, tuple] = {
@@ -85,6 +86,14 @@ VARIANTS: Dict[str, tuple] = {
     "mpl_uda_off": ("MPL + teacher UDA, feedback off",
                     ["run.method = 'mpl'", "MetaPseudoLabelsModel.mpl_weight = 0.0"] + _UDA),
     **FEEDBACK_VARIANTS,
+    # The positive control (issue 26): the teacher has UDA's consistency term and no supervised term, so the
+    # labels reach it only through the student's feedback; soft labels (the exact one-step meta-gradient). Both
+    # weights are reported, none is chosen (TwoMoon holds no validation split out); the control has the feedback
+    # off, i.e. a teacher with no label signal at all.
+    **{f"mpl_uda_nosup_soft{suffix}": (f"MPL + teacher UDA, no supervised term, soft labels, feedback x{weight:g}", [
+        "run.method = 'mpl'", "MetaPseudoLabelsModel.teacher_supervised_weight = 0.0",
+        "MetaPseudoLabelsModel.pseudo_labels = 'soft'", f"MetaPseudoLabelsModel.mpl_weight = {weight}"] + _UDA)
+       for suffix, weight in (("", 1.0), ("_x100", 100.0), ("_off", 0.0))},
     # Supervised on 1,998 of the 2,000 true labels (the data needs >= 1 unlabeled point a moon): can the
     # network learn the moons at all in this budget?
     "oracle": ("Oracle: supervised on 1,998 true labels", [

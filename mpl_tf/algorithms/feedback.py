@@ -45,6 +45,22 @@ def step_coefficient(optimizer: keras.optimizers.Optimizer) -> Optional[float]:
   return 1.0 + momentum if inner.nesterov else 1.0
 
 
+def as_taken(optimizer: keras.optimizers.Optimizer, applied_grads):
+  """(stepped, grads): whether `optimizer.apply_gradients(applied_grads)` moved the weights, and the gradients
+  of the step it took.
+
+  `stepped` is False only when a (mixed_float16) LossScaleOptimizer skipped the step because the gradients
+  overflowed, as it does by design while it lowers its loss scale; the gradients are then zeros. The student did
+  not move, so the feedback is exactly 0, and no inf reaches the null-step evaluation (c * eta * inf made h, and
+  for good the moving baseline, NaN), the gradients' dot products or the teacher. Other optimizers: unchanged.
+  """
+  if not isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+    return tf.constant(True), applied_grads
+  finite = [tf.reduce_all(tf.math.is_finite(g)) for g in applied_grads if g is not None]
+  stepped = tf.reduce_all(tf.stack(finite)) if finite else tf.constant(True)
+  return stepped, [None if g is None else tf.where(stepped, g, tf.zeros_like(g)) for g in applied_grads]
+
+
 def _layers(network: keras.Model) -> List[keras.layers.Layer]:
   return list(network._flatten_layers(include_self=True, recursive=True))  # pylint: disable=protected-access
 

@@ -4,20 +4,24 @@ One `train_step` (Algorithm 1, with the teacher's auxiliary losses of section 3.
   1. the teacher runs once on [x_l, x_u_weak, x_u_strong] in training mode (supervised + UDA losses), or
      without UDA on [x_l, the student's view] only;
   2. pseudo labels from the teacher's logits on `pseudo_label_view` (default: the student's own view): sampled
-     from softmax(T(x_u)) (default), argmax, or the soft distribution itself;
+     from softmax(T(x_u) / tau) (default; tau = `label_temperature`, 1 by default), argmax, or the soft
+     distribution itself;
   3. the student takes one optimizer step on (x_u, y_hat) only (label smoothing `student_label_smoothing`): it
      never sees a label during MPL;
   4. the feedback h, from the student's labeled loss measured at three points (`mpl_tf.algorithms.feedback`):
      theta (before), theta' (after) and theta + D0 (where its optimizer would have gone with a zero gradient:
      momentum carry-over and weight decay only). `label_effect` (default) h = L(theta + D0) - L(theta');
-     `loss_difference` h = L(theta) - L(theta') (the paper's); `dot_product` its first-order form. All three
-     are logged (`mpl/h_raw`, `mpl/h_label`, `mpl/h_null` = L(theta) - L(theta + D0)). The losses are taken on
-     the same batch with batch norm per `feedback_batch_norm`, dropout off, in full precision, and with the
-     same moving statistics, so h measures the weights alone and is exactly 0 at a zero student learning rate;
+     `loss_difference` h = L(theta) - L(theta') (the paper's); `dot_product` its first-order form; `cosine` the
+     cosine of the two gradients in that dot product (the appendix's alternative, |h| <= 1). The three loss
+     differences are logged (`mpl/h_raw`, `mpl/h_label`, `mpl/h_null` = L(theta) - L(theta + D0)). The losses are
+     taken on the same batch with batch norm per `feedback_batch_norm`, dropout off, in full precision, and with
+     the same moving statistics, so they measure the weights alone and h is exactly 0 at a zero student
+     learning rate (except `cosine`, which does not scale with the step);
   5. the teacher's loss adds (h - b) * reduce_i CE(y_hat_i, T(x_u_i)) with the same y_hat the student trained
-     on, scored on the view it was drawn from (hard labels; `mpl_reduction` mean or sum: the score function of
-     the distribution the label came from), or the exact one-step meta-gradient through the student's
-     real update (soft labels, nested tapes); b is a moving average of h kept in a checkpointed variable.
+     on, scored on the view and at the temperature it was drawn from (hard labels; `mpl_reduction` mean or sum:
+     the score function of the distribution the label came from), or the exact one-step meta-gradient through
+     the student's real update (soft labels, nested tapes); b is a moving average of h kept in a checkpointed
+     variable.
 The math is in `mpl_tf.losses`, the derivation in docs/feedback.md; this file only orchestrates tapes,
 optimizers and metrics.
 """
@@ -36,7 +40,7 @@ from mpl_tf.algorithms.uda import NO_UDA, UDASettings, uda_objective
 from mpl_tf.keras import keras
 from mpl_tf.schedules import learning_rate_at
 
-FEEDBACK_MODES = ("label_effect", "loss_difference", "dot_product")
+FEEDBACK_MODES = ("label_effect", "loss_difference", "dot_product", "cosine")
 TEACHER_ACTIVATIONS = ("keep", "recompute")
 
 
@@ -53,7 +57,10 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     pseudo_labels: 'sample' (paper), 'argmax', or 'soft' (exact meta-gradient through the student's update).
     feedback: 'label_effect' (h = L_l(theta + D0) - L_l(theta'): the change the pseudo labels caused),
       'loss_difference' (h = L_l(theta) - L_l(theta'), the paper's and the official code's form) or
-      'dot_product' (the first-order form of label_effect). Module doc and docs/feedback.md.
+      'dot_product' (the first-order form of label_effect) or 'cosine' (cos(grad L_l(theta'), g_hat), the
+      appendix's alternative: the sign of dot_product, |h| <= 1, blind to the step's size; works with any
+      student optimizer, though with one that is not SGD the step is not along g_hat). Module doc and
+      docs/feedback.md.
     feedback_batch_norm: 'train' (the labeled losses use the batch statistics of x_l, dropout off) or
       'inference' (moving statistics); moving statistics are never changed by the measurement.
     mpl_reduction: 'mean' (paper, official) or 'sum' over the unlabeled batch of the hard-label teacher term;
@@ -78,6 +85,11 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       one more teacher forward pass; any label mode; `mpl_tf.algorithms.recompute`, BENCHMARKS.md "Memory of a
       step"). Its teacher's dropout layers draw from a seeded tf.random.Generator (restorable) instead of
       TensorFlow's legacy random ops.
+    label_temperature: tau > 0; the pseudo labels (sampled, argmax or soft) come from softmax(T(x_u) / tau) and
+      the MPL term scores them under that distribution (hard: CE(y_hat, T(x_u) / tau); soft: the meta-gradient
+      runs through the division), so the estimator stays exact. tau > 1 flattens the labels, tau < 1 sharpens
+      them; argmax labels are the same at any tau, only their score changes. The official code defines an MPL
+      temperature flag and never reads it (docs/official_recipe.md).
     ema_decay (official CIFAR: 0.995), grad_clip_norm (both networks), seed (pseudo-label sampling): as in
       `SemiSupervisedModel`.
   The student's wait (official CIFAR: 3000 steps at learning rate 0) is its learning-rate schedule's
@@ -89,7 +101,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
                baseline_decay: float = 0.99, mpl_weight: float = 1.0, teacher_supervised_weight: float = 1.0,
                label_smoothing: float = 0.0, student_label_smoothing: float = 0.0,
                uda: Optional[UDASettings] = None, student_view: str = "strong",
-               pseudo_label_view: Optional[str] = None, teacher_activations: str = "keep", **kwargs):
+               pseudo_label_view: Optional[str] = None, teacher_activations: str = "keep",
+               label_temperature: float = 1.0, **kwargs):
     super().__init__(student=student, **kwargs)
     check_choice("pseudo_labels", pseudo_labels, PSEUDO_LABEL_MODES)
     check_choice("feedback", feedback, FEEDBACK_MODES)
@@ -102,11 +115,13 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
     if not 0.0 <= student_label_smoothing < 1.0:
       raise ValueError(f"student_label_smoothing must be in [0, 1), got {student_label_smoothing}")
+    if not 0.0 < label_temperature < float("inf"):
+      raise ValueError(f"label_temperature must be a finite number > 0, got {label_temperature}")
     self.teacher = teacher
     self.pseudo_label_mode, self.feedback = pseudo_labels, feedback
     self.feedback_batch_norm, self.mpl_reduction = feedback_batch_norm, mpl_reduction
     self.baseline_decay, self.mpl_weight = baseline_decay, mpl_weight
-    self.student_label_smoothing = student_label_smoothing
+    self.student_label_smoothing, self.label_temperature = student_label_smoothing, float(label_temperature)
     self.teacher_options = dict(label_smoothing=label_smoothing, supervised_weight=teacher_supervised_weight,
                                 uda=uda or NO_UDA)
     self.student_view, self.teacher_activations = student_view, teacher_activations
@@ -129,13 +144,14 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
       raise ValueError("teacher_optimizer and student_optimizer must be two distinct optimizer objects")
     self.step_coefficient = feedback_lib.step_coefficient(student_optimizer)
     needs = [what for what, used in (
-        (f"feedback={self.feedback!r}", self.feedback != "loss_difference"),
+        (f"feedback={self.feedback!r}", self.feedback not in ("loss_difference", "cosine")),
         ("pseudo_labels='soft'", self.pseudo_label_mode == "soft")) if used]
     if self.step_coefficient is None and needs:
       raise ValueError(
           f"{' and '.join(needs)} need(s) the student's optimizer to be tf-keras SGD (momentum, Nesterov and "
           f"weight decay allowed; clip with grad_clip_norm, not the optimizer), whose step is linear in the "
-          f"gradient; got {type(student_optimizer).__name__}. Use feedback='loss_difference' with hard labels.")
+          f"gradient; got {type(student_optimizer).__name__}. Use feedback='loss_difference' or 'cosine' with hard "
+          f"labels.")
     self.teacher_optimizer, self.student_optimizer = teacher_optimizer, student_optimizer
 
   # --- one MPL step ------------------------------------------------------------------------------
@@ -190,7 +206,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
         # loss-scale optimizer skips that step; a NaN value would stop the run).
         mpl = mpl + tf.cast(tf.reduce_sum(tf.math.multiply_no_nan(unscaled, moved)), mpl.dtype)
       else:  # the expression `_feedback` computes, on the recomputed logits
-        mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, again, self.mpl_reduction)
+        mpl = losses.mpl_teacher_loss(s["advantage"], targets, self._label_logits(again), self.mpl_reduction)
       t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
     return self._update_teacher(t_tape, t, t_loss, t_vars, s, mpl, student_lr)
 
@@ -228,17 +244,27 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     Returns (the `_student_step` dict, which also holds the baseline `b` used, the MPL term, the pseudo labels).
     """
     soft = self.pseudo_label_mode == "soft"
+    logits = self._label_logits(t_logits_u)  # the labels are drawn from, and scored under, softmax(logits)
     if soft:
-      targets = tf.nn.softmax(t_logits_u, axis=-1)
+      targets = tf.nn.softmax(logits, axis=-1)
     else:
-      targets = layout.pseudo_labels(t_logits_u, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
+      targets = layout.pseudo_labels(logits, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
     s = self._student_step(x_l, y_l, u, targets, student_lr, need_grads_after=soft)
     s["baseline"] = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
+    # h - b; 0 after a skipped student step (mixed_float16 overflow): that step says nothing about the labels.
+    s["advantage"] = tf.where(s["stepped"], s["h"] - s["baseline"], tf.zeros_like(s["h"]))
     if soft:
       mpl = losses.soft_meta_objective(s["step_size"], s["grads_u"], s["grads_after"])
     else:
-      mpl = losses.mpl_teacher_loss(s["h"] - s["baseline"], targets, t_logits_u, self.mpl_reduction)
+      mpl = losses.mpl_teacher_loss(s["advantage"], targets, logits, self.mpl_reduction)
     return s, mpl, targets
+
+  def _label_logits(self, t_logits_u: tf.Tensor) -> tf.Tensor:
+    """T(x_u) / tau (`label_temperature`): the logits of the distribution the pseudo labels come from. Inside
+    the teacher's tape, so the soft labels' meta-gradient and the hard labels' score both see the division."""
+    if self.label_temperature == 1.0:
+      return t_logits_u
+    return t_logits_u / tf.cast(self.label_temperature, t_logits_u.dtype)
 
   @staticmethod
   def _checked(teacher: dict) -> tf.Tensor:
@@ -258,8 +284,9 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     """The teacher's update, the baseline's, the EMA student's (in `_finish_step`), the step's metrics."""
     teacher_lr = learning_rate_at(self.teacher_optimizer)
     self._apply(t_tape, t_loss, t_vars, self.teacher_optimizer)
-    if self.baseline_decay > 0:
-      self.h_baseline.assign(losses.moving_average(self.h_baseline, s["h"], self.baseline_decay))
+    if self.baseline_decay > 0:  # a skipped student step leaves the baseline as it was
+      moved = losses.moving_average(self.h_baseline, s["h"], self.baseline_decay)
+      self.h_baseline.assign(tf.where(s["stepped"], moved, self.h_baseline.read_value()))
     self._track("teacher/loss", t_loss)
     self._track("teacher/mpl_loss", mpl)
     self._track("student/loss", s["loss_u"])
@@ -307,6 +334,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
         smoothed = losses.smooth_targets(targets, self.student_label_smoothing)
         loss_u = tf.reduce_mean(losses.soft_cross_entropy(smoothed, s_logits_u))
     grads_u = self._apply(s_tape, loss_u, variables, self.student_optimizer)
+    # A step a loss-scale optimizer skipped (overflowed gradients) moved nothing: zeros stand for its gradients.
+    stepped, grads_u = feedback_lib.as_taken(self.student_optimizer, grads_u)
     applied = [None if g is None else tf.stop_gradient(g) for g in grads_u]
 
     # The losses after the step see the moving statistics of before it (inference mode) and leave them as the
@@ -315,14 +344,15 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     if mode == "inference":
       feedback_lib.assign_statistics(student, stats_before)
     grads_after = None
-    if need_grads_after or self.feedback == "dot_product":
+    if need_grads_after or self.feedback in ("dot_product", "cosine"):
       with tf.GradientTape() as after_tape:
         loss_after = measure()
       grads_after = after_tape.gradient(loss_after, variables)
     else:
       loss_after = measure()
     out = {"loss_u": loss_u, "loss_before": loss_before, "loss_after": loss_after, "grads_u": grads_u,
-           "grads_after": grads_after, "h_raw": losses.feedback_from_losses(loss_before, loss_after)}
+           "grads_after": grads_after, "h_raw": losses.feedback_from_losses(loss_before, loss_after),
+           "stepped": stepped}
     if self.step_coefficient is not None:
       out["step_size"] = tf.cast(self.step_coefficient, tf.float32) * learning_rate
       loss_null = feedback_lib.evaluate_at_null_step(student, applied, out["step_size"], measure)
@@ -332,6 +362,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
 
     if self.feedback == "dot_product":
       out["h"] = losses.feedback_dot_product(out["step_size"], grads_after, applied)
+    elif self.feedback == "cosine":
+      out["h"] = losses.feedback_cosine(grads_after, applied)
     else:
       out["h"] = out["h_label"] if self.feedback == "label_effect" else out["h_raw"]
     return out

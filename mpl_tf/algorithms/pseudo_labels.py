@@ -91,6 +91,8 @@ METHOD = Method("pseudo_labels", phases)
 def distill(builder, steps: int = 0, pseudo_labels: str = "soft", labeled_weight: float = 0.0,
             student_view: str = "weak", teacher_view: str = "weak", ema_decay: float = 0.0) -> List[Phase]:
   """MPL's optional phase before finetuning (gin `distill.*`): the student learns from MPL's final teacher, frozen.
+  Also the second phase of `uda_distill` (`mpl_tf.algorithms.uda`), where the UDA network learns from a frozen
+  copy of itself: the same phase for the baseline, so that what the phase buys is not credited to MPL.
 
   MPL's student learns from a teacher that improves as it goes, so on a short budget it can end behind the
   teacher it followed (the hard own-data stand-in: ~9 points, RESULTS.md). For `steps` steps (0: no phase) it
@@ -104,7 +106,11 @@ def distill(builder, steps: int = 0, pseudo_labels: str = "soft", labeled_weight
 
   def model(previous):
     student = previous.eval_student
-    made = builder.make(PseudoLabelsModel, teacher=previous.teacher, student=student, pseudo_labels=pseudo_labels,
+    teacher = getattr(previous, "teacher", None)
+    if teacher is None:  # a one-network method (UDA): a frozen copy of the network, as it ended, teaches it
+      teacher = layout.clone_network(student)
+      teacher._name = f"teacher_{student.name}"  # pylint: disable=protected-access
+    made = builder.make(PseudoLabelsModel, teacher=teacher, student=student, pseudo_labels=pseudo_labels,
                         labeled_weight=labeled_weight, student_view=student_view, teacher_view=teacher_view,
                         ema_decay=ema_decay, seed=builder.seed)
     student.trainable = True  # MPL's EMA student is built frozen (only the EMA update writes it)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from mpl_tf import layout, losses
 from mpl_tf.algorithms.base import SemiSupervisedModel, unpack
 from mpl_tf.algorithms.phases import Method, Phase
+from mpl_tf.algorithms.pseudo_labels import distill
 from mpl_tf.algorithms.supervised import finetune
 from mpl_tf.keras import keras
 
@@ -97,4 +98,20 @@ def phases(builder) -> List[Phase]:
   return [Phase("train", lambda _: model, "train", builder.steps, scores="all", main=True), *finetune(builder)]
 
 
+def phases_with_distill(builder) -> List[Phase]:
+  """UDA, then the distill phase MPL's recipe has (`distill.*`, `pseudo_labels.distill`): the UDA network, frozen,
+  labels the unlabeled data for itself going on training (Noisy Student's step, with the student starting from
+  its teacher as MPL's distilled student starts from MPL's), then finetuning. The control that tells what MPL's
+  distill phase buys from what MPL's main phase buys (tools/compare.py)."""
+  distilled = builder.make(distill, builder)
+  if not distilled:
+    raise ValueError("run.method = 'uda_distill' needs a distill phase: bind distill.steps > 0 (gin/own_data.gin "
+                     "has 2000), or use run.method = 'uda'")
+  model = builder.make(UDAModel, builder.network(2), uda=builder.uda())
+  model.compile(optimizer=builder.optimizer("student", builder.steps))
+  return [Phase("train", lambda _: model, "train", builder.steps, scores="all", main=True), *distilled,
+          *finetune(builder)]
+
+
 METHOD = Method("uda", phases)
+METHOD_WITH_DISTILL = Method("uda_distill", phases_with_distill)
