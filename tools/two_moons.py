@@ -101,18 +101,23 @@ VARIANTS: Dict[str, tuple] = {
 }
 ALL = {**METHODS, **VARIANTS}
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "output folder for two_moons.md, two_moons.png and two_moons.json")
-flags.DEFINE_integer("seeds", 10, "number of seeds per method (seeds first_seed .. first_seed + seeds - 1)")
-flags.DEFINE_integer("first_seed", 0, "first seed")
-flags.DEFINE_list("methods", ["supervised", "pseudo_labels", "mpl", "mpl_off"],
-                  "methods and variants to run, in table order; known: " + ", ".join(ALL))
-flags.DEFINE_multi_string("gin_file", ["gin/two_moons.gin"], "base gin file(s), relative to the repository")
-flags.DEFINE_multi_string("gin_bindings", [], "extra gin bindings applied to every method, e.g. \"run.steps = 5000\"")
-flags.DEFINE_integer("plot_seed", 0, "seed whose decision boundaries are drawn (and diagnosed)")
-flags.DEFINE_list("diagnose", [], "methods to re-train on plot_seed with diagnostics of the feedback (e.g. mpl)")
-flags.DEFINE_list("diagnose_steps", ["0", "100", "300", "1000", "3000", "10000", "20000"],
-                  "training steps at which the diagnostics are taken (the last one caps the run)")
-flags.DEFINE_string("title", "", "optional heading for the generated markdown section")
+def define_flags():
+  """Defined only when run as a script, so that tests can import the module beside other tools' flags."""
+  flags.DEFINE_string("out", None, "output folder for two_moons.md, two_moons.png and two_moons.json")
+  flags.DEFINE_integer("seeds", 10, "number of seeds per method (seeds first_seed .. first_seed + seeds - 1)")
+  flags.DEFINE_integer("first_seed", 0, "first seed")
+  flags.DEFINE_list("methods", ["supervised", "pseudo_labels", "mpl", "mpl_off"],
+                    "methods and variants to run, in table order; known: " + ", ".join(ALL))
+  flags.DEFINE_multi_string("gin_file", ["gin/two_moons.gin"], "base gin file(s), relative to the repository")
+  flags.DEFINE_multi_string("gin_bindings", [], "extra gin bindings applied to every method, e.g. \"run.steps = 5000\"")
+  flags.DEFINE_integer("plot_seed", 0, "seed whose decision boundaries are drawn (and diagnosed)")
+  flags.DEFINE_list("diagnose", [], "methods to re-train on plot_seed with diagnostics of the feedback (e.g. mpl)")
+  flags.DEFINE_list("diagnose_steps", ["0", "100", "300", "1000", "3000", "10000", "20000"],
+                    "training steps at which the diagnostics are taken (the last one caps the run)")
+  flags.DEFINE_string("title", "", "optional heading for the generated markdown section")
+  flags.DEFINE_string("cache", None, "folder keeping each finished run's metrics, so that an interrupted sweep resumes "
+                      "(runs/two_moons_cache, say); off by default")
+
 
 FIGURE = ("supervised", "pseudo_labels", "mpl")  # the paper's three panels
 # Sweep runs leave no files behind: no export, one checkpoint at the end of each phase, quiet.
@@ -127,11 +132,47 @@ def _parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
 
 
 def run_one(name: str, seed: int, keep_model: bool = False):
-  """One run of method `name` with `seed`; returns (metrics, model or None, seconds)."""
+  """One run of method `name` with `seed`; returns (metrics, model or None, seconds).
+
+  With --cache, a finished run's metrics are kept in `<cache>/<name>.seed<seed>.json` under the run's bindings and
+  read back instead of training again when they match (a run whose model is needed, for the figure, always trains),
+  so an interrupted sweep resumes where it stopped.
+  """
+  bindings = SWEEP_BINDINGS + list(FLAGS.gin_bindings) + ALL[name][1] + [f"run.seed = {seed}"]
+  config = dict(gin_file=list(FLAGS.gin_file), bindings=bindings)
+  path = os.path.join(FLAGS.cache, f"{name}.seed{seed}.json") if FLAGS.cache else None
+  record = None if keep_model else read_cached(path, config)
+  if record:
+    return record["metrics"], None, record["seconds"]
+  metrics, model, seconds = _train(bindings, name, seed, keep_model)
+  write_cached(path, config, metrics, seconds)
+  return metrics, model, seconds
+
+
+def read_cached(path, config: dict):
+  """The cached record at `path` if it was written for `config` (gin files and bindings), else None."""
+  if not path or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    record = json.load(f)
+  return record if record["config"] == config else None
+
+
+def write_cached(path, config: dict, metrics: dict, seconds: float) -> None:
+  """Keeps a finished run's metrics at `path` (written whole or not at all); nothing when `path` is None."""
+  if not path:
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(dict(config=config, metrics=metrics, seconds=seconds), f)
+  os.replace(path + ".tmp", path)
+
+
+def _train(bindings, name: str, seed: int, keep_model: bool):
   from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
   from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
   keras.backend.clear_session()
-  _parse_gin(FLAGS.gin_file, SWEEP_BINDINGS + list(FLAGS.gin_bindings) + ALL[name][1] + [f"run.seed = {seed}"])
+  _parse_gin(FLAGS.gin_file, bindings)
   workdir = tempfile.mkdtemp(prefix=f"two_moons_{name}_{seed}_")
   start = time.time()
   try:
@@ -255,7 +296,7 @@ def diagnose(name: str, seed: int, checkpoints: Sequence[int]) -> List[Dict]:
   from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
   from mpl_tf.schedules import learning_rate_at  # pylint: disable=import-outside-toplevel
   keras.backend.clear_session()
-  _parse_gin(FLAGS.gin_file, SWEEP_BINDINGS + list(FLAGS.gin_bindings) + ALL[name][1] + [f"run.seed = {seed}"])
+  _parse_gin(FLAGS.gin_file, bindings)
   steps = int(checkpoints[-1])
   keras.utils.set_random_seed(seed)
   data = experiment.load_data(seed)
@@ -439,4 +480,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
