@@ -128,6 +128,9 @@ def final_weights(workdir):
 KILL_AT = 300  # the MPL phase's checkpoint after which the interrupted run is killed
 
 
+# Slow: tests/test_reproducible_runs.py kills and resumes digits, own data and a TFDS paper recipe (augmented views,
+# dropout) in the default suite; this TwoMoon run (88 s beside a busy loop) adds no path of its own.
+@pytest.mark.slow
 def test_a_run_killed_in_the_middle_resumes_to_the_same_weights(tmp_path):
   straight = tmp_path / "straight"
   assert train(straight, RESUME, *RESUME_BINDINGS).returncode == 0
