@@ -122,12 +122,10 @@ def contrasts(students: Dict[str, List[float]]) -> List[Tuple[str, str, str, Lis
 
 def verdict(students: Dict[str, List[float]]) -> str:
   """The plain sentences: each part of MPL against its own control, then MPL against the best baseline."""
-  sentences = []
-  for arm, control, part, diffs in contrasts(students):
-    outcome = classify(diffs)
-    subject = part[0].upper() + part[1:]
-    sentences.append(f"{subject}: {outcome} ({arm} {_figure(diffs, control)}).")
-  helped = [part for arm, control, part, diffs in contrasts(students)[:-1] if classify(diffs) == "helped"]
+  parts = [(arm, control, part, diffs, classify(diffs)) for arm, control, part, diffs in contrasts(students)]
+  sentences = [f"{part[0].upper() + part[1:]}: {outcome} ({arm} {_figure(diffs, control)})."
+               for arm, control, part, diffs, outcome in parts]
+  helped = [part for _, _, part, _, outcome in parts[:-1] if outcome == "helped"]
   lead = ("What helped: " + "; ".join(helped) + "." if helped else
           "No part of MPL helped measurably against its own control.")
   return " ".join([lead] + sentences)

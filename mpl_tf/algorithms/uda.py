@@ -107,10 +107,8 @@ def phases_with_distill(builder) -> List[Phase]:
   if not distilled:
     raise ValueError("run.method = 'uda_distill' needs a distill phase: bind distill.steps > 0 (gin/own_data.gin "
                      "has 2000), or use run.method = 'uda'")
-  model = builder.make(UDAModel, builder.network(2), uda=builder.uda())
-  model.compile(optimizer=builder.optimizer("student", builder.steps))
-  return [Phase("train", lambda _: model, "train", builder.steps, scores="all", main=True), *distilled,
-          *finetune(builder)]
+  train, *finetuning = phases(builder)
+  return [train, *distilled, *finetuning]
 
 
 METHOD = Method("uda", phases)
