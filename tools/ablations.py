@@ -124,7 +124,9 @@ GROUPS = (("mpl_sample", "mpl_argmax", "mpl_soft"),
           ("mpl_uda_le_mean", "mpl_uda_le_mean_inference"), ("mpl_uda_le_sum", "mpl_uda_le_sum_inference"),
           ("mpl_uda_le_mean", "mpl_uda_labels_weak", "mpl_uda_labels_weak_argmax", "mpl_uda_finetune_long"),
           ("mpl_uda_cos_w0.1", "mpl_uda_cos_w1", "mpl_uda_cos_w10"),
-          ("mpl_uda_soft7_t0.5", "mpl_uda_soft7_t1", "mpl_uda_soft7_t2"))
+          # issue 26, item 4 (studies/attribution/decision_rules.md): the default first, so a tie keeps it
+          ("mpl_uda_le_mean", "mpl_uda_cos_w0.1", "mpl_uda_cos_w1", "mpl_uda_cos_w10"),
+          ("mpl_uda_soft7_t1", "mpl_uda_soft7_t0.5", "mpl_uda_soft7_t2"))
 
 
 def run_config(name: str, seed: str) -> dict:
