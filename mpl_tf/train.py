@@ -7,9 +7,13 @@ recipe (where there is one), where the export is, and the commands that evaluate
 A user's mistake is one line on stderr and exit status 1 (`mpl_tf.cli`). TensorFlow's Python logs and warnings
 go to DIR/logs/train.log, its C++ log lines are off below fatal ones unless `--tf_log_level` says otherwise
 (`mpl_tf.console`): the console holds our lines only (tests/test_console.py).
+One run at a time holds a work directory (`workdir.lock`); SIGINT or SIGTERM saves the current phase at the next
+step boundary and exits with one line and status 128 + the signal (`mpl_tf.stopping`): the same command resumes.
 """
+import contextlib
 import json
 import os
+import shlex
 import sys
 
 from mpl_tf import console
@@ -19,7 +23,7 @@ with console.loading_tensorflow():  # TensorFlow's C++ log level is set before i
   from absl import flags
   from tensorflow.experimental import dtensor
 
-  from mpl_tf import cli, workdir
+  from mpl_tf import cli, layout, stopping, workdir
   from mpl_tf import experiment  # registers the gin configurables before any file is parsed
 
 FLAGS = flags.FLAGS
@@ -79,16 +83,27 @@ def main(argv):
   del argv
   console.start("mpl_tf.train")
   experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-  try:
-    changed = experiment.prepare_workdir(FLAGS.workdir, overwrite=FLAGS.overwrite,
-                                         allow_change=FLAGS.allow_config_change)
-  except workdir.ConfigChanged as e:
-    raise SystemExit(f"mpl_tf.train: {e}") from e
-  console.log_to(log_file(FLAGS.workdir), "mpl_tf.train")  # the directory is ours now: nothing above wrote to it
-  if changed:
-    print("mpl_tf.train: resuming under a changed configuration (--allow_config_change):\n  " + "\n  ".join(changed),
-          file=sys.stderr, flush=True)
-  result = experiment.run(FLAGS.workdir)  # a NaN loss (trainer.NonFiniteLossError) is one line, by cli
+  with contextlib.ExitStack() as stack:
+    if layout.is_chief():  # the other clients of a multi-client DTensor run share the chief's directory
+      try:
+        stack.enter_context(workdir.lock(FLAGS.workdir, command=shlex.join(sys.argv)))
+      except workdir.WorkdirLocked as e:
+        raise SystemExit(f"mpl_tf.train: {e}") from e
+    stack.enter_context(stopping.graceful_stop())
+    try:
+      changed = experiment.prepare_workdir(FLAGS.workdir, overwrite=FLAGS.overwrite,
+                                           allow_change=FLAGS.allow_config_change)
+    except workdir.ConfigChanged as e:
+      raise SystemExit(f"mpl_tf.train: {e}") from e
+    console.log_to(log_file(FLAGS.workdir), "mpl_tf.train")  # the directory is ours now: nothing above wrote to it
+    if changed:
+      print("mpl_tf.train: resuming under a changed configuration (--allow_config_change):\n  "
+            + "\n  ".join(changed), file=sys.stderr, flush=True)
+    try:
+      result = experiment.run(FLAGS.workdir)  # a NaN loss (trainer.NonFiniteLossError) is one line, by cli
+    except stopping.StopRequested as e:
+      print(f"mpl_tf.train: {cli.one_line(e)}", file=sys.stderr, flush=True)  # without gin's "In call to" lines
+      raise SystemExit(e.exit_status) from None
   print(json.dumps(result.metrics, indent=2, sort_keys=True))
   exported = os.path.isdir(os.path.join(FLAGS.workdir, "export", "student"))
   print(summary(result.metrics, FLAGS.workdir, exported), flush=True)

@@ -7,6 +7,7 @@ EMA student, both optimizers, the step and the MPL baseline, and the states of t
 and stochastic-depth layers draw from (`random_generators`). Re-running the same phase restores the latest
 checkpoint and continues at the same step and, as far as `tf.data` can checkpoint the pipeline, at the same
 element, drawing the masks the uninterrupted phase would have drawn.
+A stop signal (`mpl_tf.stopping`) saves the phase at the next step boundary and raises `StopRequested`.
 The iterator is checkpointed symbolically (positions, not buffered elements; `cache()` cannot be saved
 so). A non-finite metric stops the phase before anything after the last good checkpoint is saved.
 """
@@ -17,6 +18,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from mpl_tf import layout
+from mpl_tf import stopping
 from mpl_tf.algorithms import recompute
 from mpl_tf.keras import keras
 
@@ -96,6 +98,8 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
   step = int(model.global_step.numpy())
   if step >= steps:
     return {}
+  if stopping.requested() is not None:  # asked during an earlier phase's evaluation: that phase is saved
+    raise stopping.StopRequested(stopping.requested(), phase, step, steps)
   if verbose:
     print(f"[{phase}] step {step} of {steps}" + (" (resumed)" if step else ""), flush=True)
   # Several DTensor clients train one run: the chief writes its curves, the others compute the same values.
@@ -136,7 +140,8 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
       model.reset_metrics()
     if eval_datasets and eval_every and (step % eval_every < n or step == steps):
       _write_evaluation(model, eval_datasets, writer, step)
-    if step % checkpoint_every < n or step == steps:
+    stop = stopping.requested()
+    if step % checkpoint_every < n or step == steps or stop is not None:
       upcoming = os.path.join(manager.directory, f"ckpt-{step}")
       if checkpoint_iterator:  # on a mesh, before the model checkpoint (`layout.save_position`); no-op off one
         layout.save_position(iterator, upcoming)
@@ -146,6 +151,9 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
       layout.prune_positions(manager.directory, manager.checkpoints)
     if progress is not None:
       progress.update(step, values=[(k, v) for k, v in logs.items() if _shown(k)], finalize=step == steps)
+    if stop is not None and step < steps:
+      writer.flush()
+      raise stopping.StopRequested(stop, phase, step, steps)
   writer.flush()
   return logs
 

@@ -12,9 +12,15 @@ Raising `run.steps` is refused like any other change: the learning-rate schedule
 `--overwrite` (delete this one's run and start afresh) or, knowingly, `--allow_config_change` (resume under the
 new configuration, e.g. to add a phase after a finished one; the new configuration is recorded).
 """
+import contextlib
+import fcntl
+import json
 import os
 import shutil
-from typing import Dict, List, Sequence
+import socket
+import sys
+import time
+from typing import Dict, Iterator, List, Optional, Sequence
 
 CONFIG_FILE = "config.gin"
 # Bindings that may differ between the runs of one directory: they change what is shown, saved or exported,
@@ -108,3 +114,64 @@ def prepare(workdir: str, config_text: str, *, overwrite: bool = False, allow_ch
       f.write(config_text)
     os.replace(tmp, path)
   return changed
+
+
+# --- one run per work directory --------------------------------------------------------------------------
+LOCK_FILE = "run.lock"
+
+
+class WorkdirLocked(RuntimeError):
+  """Another live run holds the work directory (its lock file names it)."""
+
+
+def _describe(owner: Dict) -> str:
+  return (f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
+          + (f": {owner['command']}" if owner.get("command") else ""))
+
+
+@contextlib.contextmanager
+def lock(workdir: str, command: str = "") -> Iterator[None]:
+  """Holds `workdir/run.lock` while the block runs; the file names the holder (pid, host, start time, command).
+
+  Two runs in one directory used to both finish, overwriting each other's checkpoints, metrics and export. The
+  lock is an exclusive `flock` on the file: the system releases it when its process ends however it ends (SIGKILL
+  included), so a live holder is never mistaken for a dead one and two starts cannot both win. A second start is
+  refused with `WorkdirLocked` naming the holder. A file that still names an owner but is not locked was left by
+  a run that died (a clean end empties it): it is taken over with a warning. Across machines sharing a directory
+  the lock holds only where the file system supports `flock` (local disks do; some network file systems do not).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  with os.fdopen(fd, "r+") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise WorkdirLocked(f"{workdir} is in use by another run ({_read_owner(f)}); wait for it to end, stop it, "
+                          "or use another --workdir") from None
+    previous = f.read().strip()
+    if previous:
+      print(f"warning: {path}: taking over the lock of a run that ended without releasing it "
+            f"({_read_owner(f, previous)})", file=sys.stderr, flush=True)
+    f.seek(0)
+    f.truncate()
+    json.dump(dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                   command=command), f)
+    f.flush()
+    try:
+      yield
+    finally:
+      f.seek(0)
+      f.truncate()  # empty: the next start finds a lock released on purpose
+      f.flush()
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_owner(f, text: Optional[str] = None) -> str:
+  if text is None:
+    f.seek(0)
+    text = f.read()
+  try:
+    return _describe(json.loads(text))
+  except ValueError:
+    return "holder unknown: unreadable lock file"

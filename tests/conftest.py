@@ -66,6 +66,33 @@ def train_killed_at(kill_at, workdir, gin_files, *bindings, phase="mpl", timeout
                         capture_output=True, text=True, timeout=timeout, check=False, env=_environment(env))
 
 
+# `python -m mpl_tf.train` that sends itself signals right after given calls of a phase's train function (counted
+# over the whole process, `trainer._to_float` sees each call's logs): the signal lands between two known steps
+# whatever the machine's load.
+_SIGNALLED_TRAIN = """
+import os
+from mpl_tf import trainer
+to_float, calls = trainer._to_float, [0]
+def counted(logs):
+  calls[0] += 1
+  if calls[0] in {plan!r}:
+    os.kill(os.getpid(), {plan!r}[calls[0]])
+  return to_float(logs)
+trainer._to_float = counted
+from absl import app
+from mpl_tf import train
+app.run(train.main)
+"""
+
+
+def train_signalled_at(plan, workdir, gin_files, *bindings, timeout=600, env=None):
+  """`train` that sends itself signal `plan[n]` right after the n-th call of a train function; the finished
+  process."""
+  program = _SIGNALLED_TRAIN.format(plan={int(k): int(v) for k, v in plan.items()})
+  return subprocess.run([sys.executable, "-c", program] + command(workdir, gin_files, bindings)[3:], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout, check=False, env=_environment(env))
+
+
 def assert_identical_runs(a, b, tolerance=0.0, ignore=()):
   """Two finished runs are the same run (tools/compare_runs.py): metrics.json and every tensor of every phase's
   last checkpoint (the data iterator's state aside) bit for bit; with `tolerance`, within it; tensors whose names

@@ -37,7 +37,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import MESH_FLAGS, ROOT, TF_WARNINGS_SHOWN, assert_identical_runs, train, train_killed_at
+from tests.conftest import (MESH_FLAGS, ROOT, TF_WARNINGS_SHOWN, assert_identical_runs, train, train_killed_at,
+                            train_signalled_at)
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import checkpoint_sizes  # pylint: disable=wrong-import-position
@@ -118,6 +119,40 @@ def test_a_run_killed_right_after_a_checkpoint_resumes_to_the_uninterrupted_run(
     assert STATEFUL not in proc.stderr, [l for l in proc.stderr.splitlines() if STATEFUL in l][:3]
   assert json.loads((workdir / "metrics.json").read_text())["step"] == 6
   assert assert_identical_runs(first, workdir) == PHASES[recipe]
+
+
+def test_sigint_and_sigterm_save_the_phase_at_the_next_step_and_the_same_command_resumes_to_the_uninterrupted_run(
+    recipes, tmp_path):
+  """Issue 27, item 2: Ctrl-C used to print a KeyboardInterrupt traceback and lose every step since the last
+  periodic checkpoint; SIGTERM (a preempted machine) killed the run outright. Now each saves the current phase at
+  the next step boundary and exits in one line (status 130 / 143). Checkpoints every 100 steps (a binding that may
+  change between the runs of a directory) leave the signal's checkpoint the only one inside each phase: SIGINT
+  after MPL's step 4, then, in the resumed process, SIGTERM after finetuning's step 2 (`train_signalled_at` counts
+  the train-function calls of each process). The third start of the same command finishes the run, bit for bit
+  the uninterrupted one."""
+  gin_files, bindings = recipes.command("digits")
+  bindings += ("run.checkpoint_every = 100",)
+  workdir = tmp_path / "signalled"
+  stopped = {}
+  for name, plan, phase, step, steps, status in (("SIGINT", {2: signal.SIGINT}, "mpl", 4, 6, 130),
+                                                 ("SIGTERM", {2: signal.SIGTERM}, "finetune", 2, 3, 143)):
+    proc = train_signalled_at(plan, workdir, gin_files, *bindings)
+    assert proc.returncode == status, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"mpl_tf.train: stopped by {name} at step {step} of {steps} "
+        f"of phase '{phase}'; checkpoint kept; rerun the same command to resume")
+    saved = tf.train.latest_checkpoint(str(workdir / "checkpoints" / phase))
+    assert saved.endswith(f"ckpt-{step}") and not (workdir / "metrics.json").exists()
+    stopped[phase] = (saved, os.stat(saved + ".index").st_mtime_ns)
+  finished = train(workdir, gin_files, *bindings)
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  for saved, written in stopped.values():  # resumed from the signal's checkpoints, not retrained
+    assert os.stat(saved + ".index").st_mtime_ns == written
+  assert not (workdir / "run.lock").read_text()  # released by every process, even the stopped ones
+  # Every tensor but the checkpoint manager's count of saves (2 here: 4 and 6; 3 uninterrupted: 2, 4 and 6).
+  assert assert_identical_runs(recipes.uninterrupted("digits"), workdir,
+                               ignore=("save_counter/",)) == PHASES["digits"]
 
 
 # --- the augmented digits recipe on a mesh -----------------------------------------------------------------------

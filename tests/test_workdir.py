@@ -109,3 +109,36 @@ def test_the_command_line_refuses_another_method_or_more_steps_in_a_finished_run
   fresh = train(tmp_path, ["gin/two_moons.gin"], *SHORT, "run.steps = 600", flags=("--overwrite",))
   assert fresh.returncode == 0, fresh.stderr[-2000:]
   assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 600
+
+
+# --- one run per work directory (issue 27, item 3) -----------------------------------------------------------------
+def test_a_held_lock_refuses_a_second_run_naming_its_holder_and_is_empty_once_released(tmp_path, capsys):
+  with workdir_lib.lock(str(tmp_path), command="mpl-train --workdir=x"):
+    owner = json.loads((tmp_path / workdir_lib.LOCK_FILE).read_text())
+    assert owner["pid"] == os.getpid() and owner["command"] == "mpl-train --workdir=x"
+    with pytest.raises(workdir_lib.WorkdirLocked, match=rf"in use by another run \(pid {os.getpid()} on "):
+      with workdir_lib.lock(str(tmp_path)):
+        pass
+  assert (tmp_path / workdir_lib.LOCK_FILE).read_text() == ""
+  with workdir_lib.lock(str(tmp_path)):  # released on purpose: taken again without a warning
+    pass
+  assert "warning" not in capsys.readouterr().err
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over_with_a_warning(tmp_path, capsys):
+  """A run killed with SIGKILL leaves its lock file naming it; the system released the flock when it died."""
+  (tmp_path / workdir_lib.LOCK_FILE).write_text(json.dumps(dict(pid=999999, host="h", started="then", command="c")))
+  with workdir_lib.lock(str(tmp_path)):
+    assert json.loads((tmp_path / workdir_lib.LOCK_FILE).read_text())["pid"] == os.getpid()
+  err = capsys.readouterr().err
+  assert "taking over the lock of a run that ended without releasing it (pid 999999 on h" in err
+
+
+def test_the_command_line_refuses_to_start_in_a_directory_another_run_holds(tmp_path):
+  """Two runs in one directory used to both exit 0, overwriting each other's checkpoints, metrics and export."""
+  with workdir_lib.lock(str(tmp_path), command="the first run"):
+    proc = train(tmp_path, ["gin/two_moons.gin"], *SHORT)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith(f"mpl_tf.train: {tmp_path} is in use by another run "
+                                                         f"(pid {os.getpid()} on ")
+  assert "the first run" in proc.stderr and not (tmp_path / "checkpoints").exists()
