@@ -79,11 +79,26 @@ def parse_gin(files, bindings, recorded: str = "") -> None:
       gin.parse_config(recorded)
     gin.parse_config_files_and_bindings(files, bindings)
     gin_checks.check_bound_parameters(network)
+    absolute_data_paths()
   except (ValueError, KeyError, IOError, SyntaxError) as e:
     raise SystemExit(f"mpl_tf: bad gin configuration ({', '.join(files) or 'no files'}; bindings "
                      f"{bindings}): {' '.join(str(e).split())}") from e
   finally:
     logging.disable(logging.NOTSET)
+
+
+def absolute_data_paths() -> None:
+  """Rebinds the data paths (`workdir.PATH_BINDINGS`) that are relative to absolute ones, from the current
+  directory: the recorded configuration (config.gin, the export's) then names the data wherever it is read from,
+  so `mpl-evaluate --workdir=...` works from any directory (the command as typed is kept in WORKDIR/commands.log)."""
+  for key in workdir_lib.PATH_BINDINGS:
+    try:
+      value = gin.query_parameter(key)
+    except ValueError:  # not bound
+      continue
+    if isinstance(value, str) and value and not os.path.isabs(value) and "://" not in value:
+      with gin.unlock_config():
+        gin.bind_parameter(key, os.path.abspath(value))
 
 
 @gin.configurable(denylist=["total_steps", "wait_steps"])  # set by the method: a binding would be ignored

@@ -96,6 +96,8 @@ def main(argv):
     except workdir.ConfigChanged as e:
       raise SystemExit(f"mpl_tf.train: {e}") from e
     console.log_to(log_file(FLAGS.workdir), "mpl_tf.train")  # the directory is ours now: nothing above wrote to it
+    if layout.is_chief():
+      workdir.log_command(FLAGS.workdir, sys.argv)
     if changed:
       print("mpl_tf.train: resuming under a changed configuration (--allow_config_change):\n  "
             + "\n  ".join(changed), file=sys.stderr, flush=True)

@@ -12,10 +12,12 @@ Raising `run.steps` is refused like any other change: the learning-rate schedule
 `--overwrite` (delete this one's run and start afresh) or, knowingly, `--allow_config_change` (resume under the
 new configuration, e.g. to add a phase after a finished one; the new configuration is recorded).
 """
+import ast
 import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -23,9 +25,14 @@ import time
 from typing import Dict, Iterator, List, Optional, Sequence
 
 CONFIG_FILE = "config.gin"
+COMMANDS_FILE = "commands.log"
 # Bindings that may differ between the runs of one directory: they change what is shown, saved or exported,
 # never what is trained.
 MAY_CHANGE = ("run.verbose", "run.export", "run.summary_every", "run.checkpoint_every", "run.eval_every")
+# Data paths: recorded absolute (`experiment.absolute_data_paths`); a relative one recorded before that is read
+# from the current directory, as that run read it.
+PATH_BINDINGS = ("build_dataset.path", "build_dataset.unlabeled_path", "build_dataset.test_path",
+                 "build_dataset.data_dir")
 # What training leaves in a directory: a run exists once one of these does (a start that failed before training,
 # e.g. on a bad binding, leaves only the configuration files and does not bind the directory).
 RUN_OUTPUTS = ("checkpoints", "summaries", "export", "predictions", "metrics.json")
@@ -58,10 +65,28 @@ def differences(recorded: Dict[str, str], new: Dict[str, str], may_change: Seque
   """One line per binding that differs, as 'key: recorded -> new' ('(unset)' where a side lacks it)."""
   lines = []
   for key in sorted(set(recorded) | set(new)):
-    if key in may_change or recorded.get(key) == new.get(key):
+    if key in may_change or _resolved(key, recorded.get(key)) == _resolved(key, new.get(key)):
       continue
     lines.append(f"{key}: {recorded.get(key, '(unset)')} -> {new.get(key, '(unset)')}")
   return lines
+
+
+def _resolved(key: str, value: Optional[str]) -> Optional[str]:
+  """A data path's gin value as an absolute path (from the current directory); any other value as it is."""
+  if key not in PATH_BINDINGS or value is None:
+    return value
+  try:
+    path = ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return value
+  return repr(os.path.abspath(path)) if isinstance(path, str) and path and "://" not in path else value
+
+
+def log_command(workdir: str, argv: Sequence[str]) -> None:
+  """Appends the command as typed, with the time and the directory it ran from, to WORKDIR/commands.log (the
+  recorded configuration holds the data paths resolved)."""
+  with open(os.path.join(workdir, COMMANDS_FILE), "a") as f:
+    f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  cd {shlex.quote(os.getcwd())} && {shlex.join(argv)}\n")
 
 
 def has_run(workdir: str) -> bool:

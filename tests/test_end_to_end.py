@@ -107,6 +107,14 @@ def test_predict_prints_a_row_per_image_resizes_and_reports_unreadable_inputs(di
   rows = proc.stdout.splitlines()
   assert rows[0] == "input,label,class_name,probability" and len(rows) == 6
   assert all(0 <= int(r.split(",")[1]) < 10 for r in rows[1:])
+  assert "warning" not in proc.stderr
+  tiny = tmp_path / "tiny.npz"  # 1x1 images of an 8x8 model: answered, with a warning (issue 27, item 1)
+  np.savez(tiny, x_test=np.full((2, 1, 1, 1), 200, np.uint8))
+  proc = subprocess.run([sys.executable, "-m", "mpl_tf.predict", f"--export_dir={export}", str(tiny)],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3, proc.stderr[-2000:]
+  assert (f"mpl-predict: warning: 2 input(s) far smaller than the model's 8x8 input (the first: {tiny}[0], 1x1)"
+          in proc.stderr)
   bad = tmp_path / "bad.npz"
   np.savez(bad, images=np.zeros((3, 8, 8, 1), np.uint8))
   proc = subprocess.run([sys.executable, "-m", "mpl_tf.predict", f"--export_dir={export}", str(bad)],
@@ -192,9 +200,16 @@ def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
   import standins  # pylint: disable=import-outside-toplevel
   path = standins.build("digits_npz", str(tmp_path), seed=0)
   workdir = tmp_path / "run"
-  proc = train(workdir, ["gin/own_data.gin", "gin/smoke.gin"], f"build_dataset.path = '{path}'", "run.eval_every = 2",
-               "distill.steps = 4")
+  typed = os.path.relpath(path, ROOT)  # as a user types it, from the directory the command runs in
+  proc = train(workdir, ["gin/own_data.gin", "gin/smoke.gin"], f"build_dataset.path = '{typed}'",
+               "run.eval_every = 2", "distill.steps = 4")
   assert proc.returncode == 0, proc.stderr[-3000:]
+  # The recorded configuration names the data absolutely, the command as typed is kept beside it, and evaluate
+  # works from another directory (it failed with "no .npz file at ..." when the path was recorded as typed).
+  assert f"'{os.path.abspath(path)}'" in (workdir / "config.gin").read_text() and not os.path.isabs(typed)
+  assert typed in (workdir / "commands.log").read_text()
+  elsewhere = _evaluate(f"--workdir={workdir}", cwd=tmp_path)
+  assert elsewhere.returncode == 0, elsewhere.stderr[-2000:]
   config = (workdir / "operative_config.gin").read_text()
   for line in ("MetaPseudoLabelsModel.student_view = 'weak'", "MetaPseudoLabelsModel.pseudo_labels = 'soft'",
                "build_dataset.name = 'npz'"):
@@ -214,9 +229,10 @@ def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
   assert float(test_line[test_line.index("student") + 1]) == pytest.approx(distilled, abs=0.051)
 
 
-def _evaluate(*flags):
-  return subprocess.run([sys.executable, "-m", "mpl_tf.evaluate", *flags], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300, check=False)
+def _evaluate(*flags, cwd=ROOT):
+  env = dict(os.environ, PYTHONPATH=ROOT)  # from another directory, the package of this checkout
+  return subprocess.run([sys.executable, "-m", "mpl_tf.evaluate", *flags], cwd=cwd, capture_output=True, text=True,
+                        timeout=300, check=False, env=env)
 
 
 def test_evaluate_a_run_reproduces_its_metrics_and_writes_the_report(digits_run, tmp_path):

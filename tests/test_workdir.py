@@ -142,3 +142,28 @@ def test_the_command_line_refuses_to_start_in_a_directory_another_run_holds(tmp_
   assert proc.stderr.strip().splitlines()[-1].startswith(f"mpl_tf.train: {tmp_path} is in use by another run "
                                                          f"(pid {os.getpid()} on ")
   assert "the first run" in proc.stderr and not (tmp_path / "checkpoints").exists()
+
+
+# --- data paths (issue 27, item 4) -----------------------------------------------------------------------------------
+def test_a_relative_data_path_recorded_before_is_the_same_as_its_absolute_form_from_here(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  recorded = {"build_dataset.path": "'data/x.npz'", "run.steps": "100"}
+  assert not workdir_lib.differences(recorded, {"build_dataset.path": repr(str(tmp_path / "data" / "x.npz")),
+                                                "run.steps": "100"})
+  assert workdir_lib.differences(recorded, {"build_dataset.path": "'/elsewhere/x.npz'", "run.steps": "100"}) == [
+      "build_dataset.path: 'data/x.npz' -> '/elsewhere/x.npz'"]
+
+
+def test_parsed_data_paths_are_absolute_and_tfds_urls_are_left_alone(tmp_path, monkeypatch):
+  import gin  # pylint: disable=import-outside-toplevel
+  from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(tmp_path)
+  gin.clear_config()
+  try:
+    experiment.parse_gin([], ["build_dataset.name = 'folder'", "build_dataset.path = 'photos/train'",
+                              "build_dataset.test_path = '/abs/test'", "build_dataset.data_dir = 'gs://bucket/tfds'"])
+    assert gin.query_parameter("build_dataset.path") == str(tmp_path / "photos" / "train")
+    assert gin.query_parameter("build_dataset.test_path") == "/abs/test"
+    assert gin.query_parameter("build_dataset.data_dir") == "gs://bucket/tfds"
+  finally:
+    gin.clear_config()

@@ -47,6 +47,10 @@ CASES = [
      "missing array(s)"),
     ("train", "labels out of range", OWN + ["--gin_bindings=build_dataset.path = '{tmp}/negative_label.npz'"],
      "label"),
+    ("train", "classes left empty by the labels (0-3 and 7)",
+     OWN + ["--gin_bindings=build_dataset.path = '{tmp}/label_gap.npz'"], "would have no example"),
+    ("train", "a test class unseen in training", OWN + ["--gin_bindings=build_dataset.path = '{tmp}/unseen_test.npz'"],
+     "outside [0, 4)"),
     ("train", "too few labeled examples for the split",
      ["--gin_file=gin/digits.gin", "--gin_bindings=build_dataset.num_labeled = 5000"], "5000"),
     ("train", "empty image folder", OWN + ["--gin_bindings=build_dataset.name = 'folder'",
@@ -88,13 +92,18 @@ def make_files(tmp: str) -> None:
   np.savez(os.path.join(tmp, "no_test.npz"), x_train=images, y_train=labels)
   np.savez(os.path.join(tmp, "negative_label.npz"), x_train=images, y_train=labels - 1, x_test=images[:4],
            y_test=labels[:4])
+  gap = np.arange(20) % 5
+  np.savez(os.path.join(tmp, "label_gap.npz"), x_train=images, y_train=np.where(gap == 4, 7, gap), x_test=images[:4],
+           y_test=np.arange(4))
+  np.savez(os.path.join(tmp, "unseen_test.npz"), x_train=images, y_train=np.arange(20) % 4, x_test=images[:5],
+           y_test=np.arange(5))
   with open(os.path.join(tmp, "image.png"), "wb") as f:
     f.write(b"not a png")
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   for name, side in (("a", 8), ("b", 12)):
     os.makedirs(os.path.join(tmp, "mixed", name))
     with open(os.path.join(tmp, "mixed", name, "1.png"), "wb") as f:
-      f.write(tf.io.encode_png(np.zeros((side, side, 1), np.uint8)).numpy())
+      f.write(tf.io.encode_png(np.arange(side * side, dtype=np.uint8).reshape(side, side, 1)).numpy())  # not blank
   _tiny_export(os.path.join(tmp, "export"))
 
 

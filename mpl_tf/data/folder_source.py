@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from mpl_tf.data.sources import Source, shuffled_indices
+from mpl_tf.data.sources import Source, shuffled_indices, warn_constant_images
 
 log = logging.getLogger(__name__)
 
@@ -138,23 +138,27 @@ def _class_folders(path: str) -> List[str]:
   return classes
 
 
-def scan_images(paths: Sequence[str]) -> np.ndarray:
-  """int64 [N, 3]: (height, width, channels) of every file, decoded once in parallel; -1 where it fails.
+def scan_images(paths: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+  """(int64 [N, 3], bool [N]): (height, width, channels) of every file, -1 where it fails, and whether the image
+  is blank (every pixel one value); each file decoded once, in parallel.
 
-  The pass carries only each file's index and shape, and `ignore_errors()` drops the elements whose read or
-  decode fails: the rows left at -1 are the corrupt or unreadable files.
+  The pass carries only each file's index, shape and blankness, and `ignore_errors()` drops the elements whose
+  read or decode fails: the rows left at -1 are the corrupt or unreadable files.
   """
   def probe(index, path):
-    return index, tf.shape(tf.io.decode_image(tf.io.read_file(path), expand_animations=False), tf.int64)
+    image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+    return index, tf.shape(image, tf.int64), tf.reduce_max(image) == tf.reduce_min(image)
 
   shapes = np.full((len(paths), 3), -1, np.int64)
+  blank = np.zeros(len(paths), bool)
   if not len(paths):
-    return shapes
+    return shapes, blank
   ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), list(paths)))
   ds = ds.map(probe, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors().batch(1024)
-  for index, shape in ds.as_numpy_iterator():
+  for index, shape, constant in ds.as_numpy_iterator():
     shapes[index] = shape
-  return shapes
+    blank[index] = constant
+  return shapes, blank
 
 
 def _shape_of(where: str, paths: Sequence[str], shapes: np.ndarray,
@@ -215,8 +219,9 @@ def folder_source(path: str, *, unlabeled_path: Optional[str] = None, test_path:
       raise ValueError(f"unlabeled folder {unlabeled_path} is empty: it has no image files")
 
   everything = files + test_files + extra_files
-  shapes = scan_images(everything)
+  shapes, blank = scan_images(everything)
   readable = shapes[:, 0] >= 0
+  warn_constant_images(path, _keep(everything, blank))  # names the files, test and unlabeled ones included
   bad = _keep(everything, ~readable)
   if bad:
     more = f" and {len(bad) - _NAMED} more" if len(bad) > _NAMED else ""

@@ -11,6 +11,7 @@ Everything that can be wrong with a user's .npz is checked here, eagerly, with t
 labels outside [0, num_classes), images of mixed shapes, values out of range, missing arrays.
 """
 import abc
+import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -18,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from mpl_tf.data.splits import check_labels
+
+log = logging.getLogger(__name__)
 
 class Source(abc.ABC):
   """A pool of labeled examples, optional extra unlabeled examples and an optional test set.
@@ -223,7 +226,11 @@ def npz_source(path: str, num_classes: Optional[int] = None) -> ArraySource:
 
   Args:
     path: the .npz file.
-    num_classes: if None, 1 + the largest label in `y_train` and `y_test`.
+    num_classes: if None, what the file declares (a `class_names` array, whose names the export keeps, or a
+      `num_classes` scalar), else 1 + the largest label in `y_train`, every class 0..K-1 with an example.
+
+  Labels outside the classes, undeclared classes without an example (labels 0-3 and 7), and test labels of a
+  class without a training example are ValueErrors naming them; blank (constant) images are a warning.
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no .npz file at {path}")
@@ -241,13 +248,75 @@ def npz_source(path: str, num_classes: Optional[int] = None) -> ArraySource:
   x_extra = arrays.get("x_unlabeled")
   if x_extra is not None:
     x_extra = _as_images(path, "x_unlabeled", x_extra).astype(x_train.dtype, copy=False)
+  class_names = None
   if num_classes is None:
-    all_labels = np.concatenate([np.ravel(arrays["y_train"]), np.ravel(arrays["y_test"])])
-    num_classes = int(all_labels.max()) + 1 if all_labels.size else 0
+    num_classes, class_names = _declared_classes(path, arrays)
+  declared = num_classes is not None
+  if not declared:  # the classes are 0 .. the largest training label, and each must have an example
+    raw = np.asarray(arrays["y_train"])
+    if not np.issubdtype(raw.dtype, np.number):
+      raise ValueError(f"{path}: y_train must hold integer labels, got dtype {raw.dtype}")
+    num_classes = int(raw.max()) + 1 if raw.size else 0
   y_train = check_labels(arrays["y_train"], num_classes, f"{path} (y_train)")
+  seen = np.bincount(y_train, minlength=num_classes) > 0
+  if not declared and not seen.all():
+    raise ValueError(f"{path}: y_train's labels are {_spans(np.flatnonzero(seen))}, so classes "
+                     f"{_spans(np.flatnonzero(~seen))} would have no example; number the classes 0..K-1 without "
+                     "gaps, or declare them in the .npz (a `class_names` array, or `num_classes`)")
   y_test = check_labels(arrays["y_test"], num_classes, f"{path} (y_test)")
+  unseen = np.flatnonzero(~seen[y_test])
+  if unseen.size:
+    i = int(unseen[0])
+    raise ValueError(f"{path}: y_test holds {unseen.size} label(s) of classes with no example in y_train "
+                     f"(classes {_spans(np.unique(y_test[unseen]))}); the first is {y_test[i]} at position {i}")
   name = f"npz:{os.path.basename(path)}"
   for key, x in (("x_test", x_test), ("x_unlabeled", x_extra)):
     if x is not None and x.shape[1:] != x_train.shape[1:]:
       raise ValueError(f"{path}: '{key}' images have shape {x.shape[1:]} but x_train images {x_train.shape[1:]}")
-  return ArraySource(name, x_train, y_train, num_classes, x_extra=x_extra, x_test=x_test, y_test=y_test)
+  for key, x in (("x_train", x_train), ("x_unlabeled", x_extra), ("x_test", x_test)):
+    warn_constant_images(f"{path} ('{key}')", _constant(x))
+  return ArraySource(name, x_train, y_train, num_classes, x_extra=x_extra, x_test=x_test, y_test=y_test,
+                     class_names=class_names)
+
+
+def _declared_classes(path: str, arrays: Dict[str, np.ndarray]) -> Tuple[Optional[int], Optional[List[str]]]:
+  """(num_classes, class names) an .npz declares with a `class_names` array or a `num_classes` scalar, else
+  (None, None)."""
+  if "class_names" in arrays:
+    names = [str(n) for n in np.ravel(arrays["class_names"])]
+    if "num_classes" in arrays and int(arrays["num_classes"]) != len(names):
+      raise ValueError(f"{path}: num_classes = {int(arrays['num_classes'])} but class_names has {len(names)} names")
+    return len(names), names
+  if "num_classes" in arrays:
+    value = np.asarray(arrays["num_classes"])
+    if value.size != 1 or not np.issubdtype(value.dtype, np.integer) or int(value) < 1:
+      raise ValueError(f"{path}: num_classes must be one positive integer, got {value!r}")
+    return int(value), None
+  return None, None
+
+
+def _spans(values: np.ndarray) -> str:
+  """'0-3, 7': sorted integers written as runs."""
+  runs, values = [], [int(v) for v in values]
+  for v in values:
+    if runs and v == runs[-1][1] + 1:
+      runs[-1][1] = v
+    else:
+      runs.append([v, v])
+  return ", ".join(f"{a}-{b}" if b > a + 1 else (f"{a}, {b}" if b > a else f"{a}") for a, b in runs)
+
+
+def _constant(x: Optional[np.ndarray]) -> np.ndarray:
+  """Indices of the images in `x` whose every pixel has one value (blank)."""
+  if x is None or not len(x):
+    return np.zeros(0, np.int64)
+  flat = x.reshape(len(x), -1)
+  return np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))
+
+
+def warn_constant_images(where: str, indices: Sequence) -> None:
+  """A warning counting the blank (constant) images of `where`: a model learns nothing from them, and a set of
+  them trained to chance without a word."""
+  if len(indices):
+    log.warning("%s: %d blank image(s), every pixel one value (the first: %s); check the data", where, len(indices),
+                ", ".join(str(i) for i in list(indices)[:5]))

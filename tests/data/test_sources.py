@@ -145,3 +145,51 @@ def test_shuffled_indices_give_every_iterator_the_same_epochs_each_a_permutation
   assert len({tuple(e) for e in epochs}) > 1  # reshuffled every epoch
   other = next(iter(shuffled_indices(indices, seed=4).batch(7))).numpy()
   assert not np.array_equal(other, epochs[0])
+
+
+# --- labels that used to train a wrong model silently (issue 27, item 1) ---------------------------------------------
+def _npz(tmp_path, y_train, y_test, **declared):
+  path = str(tmp_path / "own.npz")
+  rng = np.random.default_rng(0)
+  np.savez(path, x_train=rng.integers(0, 256, (len(y_train), 4, 4), dtype=np.uint8), y_train=y_train,
+           x_test=rng.integers(0, 256, (len(y_test), 4, 4), dtype=np.uint8), y_test=y_test, **declared)
+  return path
+
+
+def test_npz_classes_left_empty_by_the_labels_are_an_error_naming_them(tmp_path):
+  """A 7 in 4-class labels used to train an 8-class model with 4 empty classes, and exit 0."""
+  with pytest.raises(ValueError, match=r"own.npz: y_train's labels are 0-3, 7, so classes 4-6 would have no "
+                                       r"example; .*declare them in the .npz"):
+    sources.npz_source(_npz(tmp_path, [0, 1, 2, 3, 7, 0], [0, 1]))
+
+
+def test_npz_declared_classes_allow_gaps_and_name_the_classes(tmp_path):
+  source = sources.npz_source(_npz(tmp_path, [0, 1, 2, 3, 7, 0], [0, 7], class_names=list("abcdefgh")))
+  assert source.num_classes == 8 and source.class_names == tuple("abcdefgh")
+  assert sources.npz_source(_npz(tmp_path, [0, 2, 2], [2], num_classes=5)).num_classes == 5
+  with pytest.raises(ValueError, match=r"outside \[0, 5\); the first is 6 at position 2"):
+    sources.npz_source(_npz(tmp_path, [0, 2, 6], [2], num_classes=5))
+
+
+def test_a_test_class_unseen_in_training_is_an_error_naming_the_label_and_its_position(tmp_path):
+  """It used to make a 5-class model of 4-class training data, silently."""
+  with pytest.raises(ValueError, match=r"y_test\): 1 label\(s\) outside \[0, 4\); the first is 4 at position 2"):
+    sources.npz_source(_npz(tmp_path, [0, 1, 2, 3], [0, 1, 4]))
+  with pytest.raises(ValueError, match=r"y_test holds 2 label\(s\) of classes with no example in y_train \(classes "
+                                       r"3\); the first is 3 at position 1"):
+    sources.npz_source(_npz(tmp_path, [0, 1, 2, 0], [0, 3, 3], num_classes=4))
+
+
+def test_blank_images_are_a_warning_with_a_count(tmp_path, caplog):
+  path = str(tmp_path / "blank.npz")
+  x = np.random.default_rng(0).integers(0, 256, (6, 4, 4), dtype=np.uint8)
+  x[[1, 4]] = 0
+  np.savez(path, x_train=x, y_train=[0, 1] * 3, x_test=np.zeros((2, 4, 4), np.uint8), y_test=[0, 1])
+  sources.npz_source(path)
+  warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any("('x_train'): 2 blank image(s), every pixel one value (the first: 1, 4)" in m for m in warned), warned
+  assert any("('x_test'): 2 blank image(s)" in m for m in warned), warned
+  root = _folder(tmp_path / "train")  # every file of _folder is one colour
+  caplog.clear()
+  folder_source(root)
+  assert any("6 blank image(s)" in r.getMessage() for r in caplog.records), caplog.records
