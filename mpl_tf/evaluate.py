@@ -15,19 +15,9 @@ C++ log lines are off below fatal ones unless `--tf_log_level` says otherwise (`
 import json
 import os
 
-from mpl_tf import console
+from absl import flags
 
-with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
-  from absl import app
-  from absl import flags
-  import numpy as np
-  import tensorflow as tf
-
-  from mpl_tf import cli, evaluation
-  from mpl_tf import experiment
-  from mpl_tf import export as export_lib
-  from mpl_tf.keras import keras
-  from mpl_tf.workdir import CONFIG_FILE
+from mpl_tf import console, usage
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a run's work directory (mpl-train --workdir): scores its exported student and "
@@ -42,6 +32,19 @@ flags.DEFINE_string("out_dir", None, "where the JSON and PNGs go (default: WORKD
                     "EXPORT_DIR/../evaluation)")
 flags.DEFINE_enum(console.LEVEL_FLAG, None, ["0", "1", "2", "3"], console.LEVEL_HELP)
 
+usage.exit_on_help(__name__, "mpl-evaluate", __doc__, [
+    "workdir", "export_dir", "gin_file", "gin_bindings", "split", "out_dir", console.LEVEL_FLAG])
+
+with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
+  from absl import app
+  import numpy as np
+  import tensorflow as tf
+
+  from mpl_tf import cli, evaluation
+  from mpl_tf import experiment
+  from mpl_tf import export as export_lib
+  from mpl_tf.keras import keras
+  from mpl_tf.workdir import CONFIG_FILE
 
 def _configure(workdir, export_dir):
   """Parses the recorded configuration, then the user's files and bindings; returns the loaded export."""

@@ -58,20 +58,30 @@ build_dataset = gin.external_configurable(_build_dataset, "build_dataset")
 mesh_from_config = gin.external_configurable(layout.mesh_from_config, "mesh_from_config")
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_GIN_ROOTS = ("", _PACKAGE, os.path.dirname(_PACKAGE))  # the current directory, the installed package, the clone
+
+
+def find_gin_file(name: str) -> str:
+  """The path of gin file `name` ('gin/digits.gin') as gin finds it; a one-line exit naming the recipes if none."""
+  for root in _GIN_ROOTS:
+    if os.path.isfile(os.path.join(root, name)):
+      return os.path.join(root, name)
+  raise SystemExit(f"mpl_tf: no gin file {name} (looked in the current directory, the installed package and "
+                   f"the clone); the recipes: {', '.join(gin_checks.shipped_recipes(_PACKAGE))}")
+
+
 def parse_gin(files, bindings, recorded: str = "") -> None:
   """Parses gin, turning gin's errors into one clear message that names the binding or file at fault.
 
   `recorded`: a configuration as a run recorded it (`config.gin`), parsed before the files and bindings."""
   # gin files and their includes are named from the project root ('gin/data/digits.gin'): after the current
   # directory, gin looks in the installed package (which ships them as mpl_tf/gin) and in the clone's root.
-  package = os.path.dirname(os.path.abspath(__file__))
-  for prefix in (package, os.path.dirname(package)):
+  for prefix in _GIN_ROOTS[1:]:
     if prefix not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
       gin.add_config_file_search_path(prefix)
   for name in files:
-    if not any(os.path.isfile(os.path.join(prefix, name)) for prefix in ("", package, os.path.dirname(package))):
-      raise SystemExit(f"mpl_tf: no gin file {name} (looked in the current directory, the installed package and "
-                       f"the clone); the recipes: {', '.join(gin_checks.shipped_recipes(package))}")
+    find_gin_file(name)
   # gin logs an error for every search path an include is not under before it finds it: not the user's problem.
   logging.disable(logging.ERROR)
   try:
@@ -81,8 +91,9 @@ def parse_gin(files, bindings, recorded: str = "") -> None:
     gin_checks.check_bound_parameters(network)
     absolute_data_paths()
   except (ValueError, KeyError, IOError, SyntaxError) as e:
-    raise SystemExit(f"mpl_tf: bad gin configuration ({', '.join(files) or 'no files'}; bindings "
-                     f"{bindings}): {' '.join(str(e).split())}") from e
+    # The problem first, then where: gin's message names the file or bindings line at fault.
+    raise SystemExit(f"mpl_tf: bad gin configuration: {gin_checks.explain(e)} (gin files: "
+                     f"{', '.join(files) or 'none'})") from e
   finally:
     logging.disable(logging.NOTSET)
 

@@ -7,6 +7,7 @@ gin validates parameter names of functions, but lets any name through for a clas
 import difflib
 import inspect
 import os
+import re
 
 import gin
 
@@ -63,3 +64,27 @@ def accepted_parameters(cls) -> set:
     if not any(p.kind == p.VAR_KEYWORD for p in parameters):
       return known
   return known
+
+
+def explain(error: Exception) -> str:
+  """gin's parse error in one line, with a "did you mean" where gin names an unknown configurable or parameter
+  (`run.stpes = 200`: "Configurable 'run' doesn't have a parameter named 'stpes'" gains "did you mean 'steps'?")."""
+  message = " ".join(str(error).split())
+  registry = gin.config._REGISTRY  # pylint: disable=protected-access
+  unknown_param = re.match(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", message)
+  unknown_name = re.match(r"No configurable matching '([^']+)'", message)
+  hint = ""
+  if unknown_param:
+    configurable = registry.get_match(unknown_param.group(1))
+    if configurable is not None:
+      wrapped = configurable.wrapped
+      known = (accepted_parameters(wrapped) if inspect.isclass(wrapped) else
+               set(inspect.signature(wrapped).parameters) - set(configurable.denylist or ()))
+      close = difflib.get_close_matches(unknown_param.group(2), sorted(known), n=1)
+      hint = f"did you mean '{close[0]}'? " if close else ""
+      hint += f"its parameters: {', '.join(sorted(known))}"
+  elif unknown_name:
+    names = sorted({selector.split(".")[-1] for selector, _ in registry.items()})
+    close = difflib.get_close_matches(unknown_name.group(1).split(".")[-1], names, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else ""
+  return f"{message} ({hint})" if hint else message

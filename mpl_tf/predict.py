@@ -23,17 +23,9 @@ import os
 import sys
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-from mpl_tf import console
+from absl import flags
 
-with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
-  from absl import app
-  from absl import flags
-  import numpy as np
-  import tensorflow as tf
-
-  from mpl_tf import cli
-  from mpl_tf import export as export_lib
-  from mpl_tf.data import folder_source
+from mpl_tf import console, usage
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "SavedModel written by mpl_tf.train (WORKDIR/export/student).")
@@ -45,6 +37,19 @@ flags.DEFINE_string("output", None, "Write the predictions to this file instead 
 flags.DEFINE_string("log_file", None, "Append TensorFlow's Python logs and warnings to this file (default: "
                     "they are dropped; the console shows only predictions, unreadable inputs and errors).")
 flags.DEFINE_enum(console.LEVEL_FLAG, None, ["0", "1", "2", "3"], console.LEVEL_HELP)
+usage.exit_on_help(__name__, "mpl-predict", __doc__, [
+    "export_dir", "format", "top_k", "batch_size", "output", "log_file", console.LEVEL_FLAG],
+    more="Inputs: image files, folders of images (searched recursively) and .npz files (x_test or x), as "
+         "arguments after the flags: mpl-predict --export_dir=WORKDIR/export/student photos/ more.npz")
+
+with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
+  from absl import app
+  import numpy as np
+  import tensorflow as tf
+
+  from mpl_tf import cli
+  from mpl_tf import export as export_lib
+  from mpl_tf.data import folder_source
 
 MAX_REPORTED = 20  # unreadable inputs reported one line each; the rest are counted
 

@@ -16,26 +16,33 @@ import os
 import shlex
 import sys
 
-from mpl_tf import console
+from absl import flags
 
-with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
-  from absl import app
-  from absl import flags
-  from tensorflow.experimental import dtensor
-
-  from mpl_tf import cli, layout, stopping, workdir
-  from mpl_tf import experiment  # registers the gin configurables before any file is parsed
+from mpl_tf import console, usage
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin config file(s), e.g. gin/two_moons.gin; later ones override")
 flags.DEFINE_multi_string("gin_bindings", [], "extra gin bindings, e.g. \"run.seed = 3\"; override the files")
-flags.DEFINE_string("workdir", None, "directory for metrics.json, the operative config and checkpoints")
+flags.DEFINE_string("workdir", None, "directory for metrics.json, the operative config and checkpoints (required "
+                    "unless --show_config)")
 flags.DEFINE_bool("overwrite", False, "delete the run WORKDIR holds (checkpoints, summaries, metrics, export) "
                   "and start afresh; without it a run resumes only when its configuration equals the recorded one")
 flags.DEFINE_bool("allow_config_change", False, "resume WORKDIR's run although the configuration differs from "
                   "the recorded one (e.g. to add a phase after a finished one); the new configuration is recorded")
+flags.DEFINE_bool("show_config", False, "print the merged configuration of the gin files and bindings (every "
+                  "value, with the file and line that sets it, and the defaults left) and exit without training")
 flags.DEFINE_enum(console.LEVEL_FLAG, None, ["0", "1", "2", "3"], console.LEVEL_HELP)
-flags.mark_flag_as_required("workdir")
+usage.exit_on_help(__name__, "mpl-train", __doc__, [
+    "gin_file", "gin_bindings", "workdir", "overwrite", "allow_config_change", "show_config", console.LEVEL_FLAG],
+    more="Every hyperparameter is a gin binding: see a recipe's with mpl-train --show_config "
+         "--gin_file=gin/own_data.gin (the recipes: gin/*.gin; own data: README, \"Your own data\").")
+
+with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
+  from absl import app
+  from tensorflow.experimental import dtensor
+
+  from mpl_tf import cli, layout, show_config, stopping, workdir
+  from mpl_tf import experiment  # registers the gin configurables before any file is parsed
 
 
 # What our docs quote for a recipe's default split (a test holds each figure to its document): split -> (figure, where).
@@ -61,13 +68,15 @@ def summary(metrics, workdir: str, exported: bool) -> str:
   if base in QUOTED_SUPERVISED:
     figure, where = QUOTED_SUPERVISED[base]
     lines.append(f"  on this split our docs quote: {figure} ({where})")
+  # The commands are quoted for a shell (a work directory with a space in it), to be copied as they are.
   lines.append(f"  metrics: {os.path.join(workdir, 'metrics.json')}; curves: tensorboard --logdir "
-               f"{os.path.join(workdir, 'summaries')}")
+               f"{shlex.quote(os.path.join(workdir, 'summaries'))}")
   if exported:
     export_dir = os.path.join(workdir, "export", "student")
     lines += [f"  exported student: {export_dir}",
-              f"  evaluate: mpl-evaluate --workdir={workdir}   (or python -m mpl_tf.evaluate)",
-              f"  predict:  mpl-predict --export_dir={export_dir} IMAGES_OR_FOLDERS   (or python -m mpl_tf.predict)"]
+              f"  evaluate: mpl-evaluate --workdir={shlex.quote(workdir)}   (or python -m mpl_tf.evaluate)",
+              f"  predict:  mpl-predict --export_dir={shlex.quote(export_dir)} IMAGES_OR_FOLDERS   "
+              "(or python -m mpl_tf.predict)"]
   return "\n".join(lines)
 
 
@@ -83,6 +92,13 @@ def main(argv):
   del argv
   console.start("mpl_tf.train")
   experiment.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  if FLAGS.show_config:
+    sources = show_config.binding_sources(FLAGS.gin_file, FLAGS.gin_bindings, experiment.find_gin_file)
+    print(show_config.render(sources), flush=True)
+    return
+  if not FLAGS.workdir:
+    raise SystemExit("mpl_tf.train: give --workdir=DIR, the run's directory (or --show_config to see the "
+                     "configuration without training); mpl-train --help lists the flags")
   with contextlib.ExitStack() as stack:
     if layout.is_chief():  # the other clients of a multi-client DTensor run share the chief's directory
       try:

@@ -165,3 +165,16 @@ def test_the_install_drops_only_pips_notices_about_a_local_indexs_missing_projec
   failed = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "quiet_pip.py"), "--no-such-option"],
                           capture_output=True, text=True, timeout=120, check=False)
   assert failed.returncode != 0 and "no such option" in failed.stderr  # pip's errors and status pass through
+
+
+def test_the_printed_follow_up_commands_are_quoted_for_a_shell():
+  """Issue 27, item 9: a work directory with a space in it broke the printed commands on copy-paste."""
+  program = ("from mpl_tf import train\n"
+             "print(train.summary({'method': 'mpl', 'split': 'digits.seed0', 'step': 6, 'student/accuracy': 0.5}, "
+             "'my runs/a', True))")
+  proc = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "  evaluate: mpl-evaluate --workdir='my runs/a'   (or python -m mpl_tf.evaluate)" in proc.stdout
+  assert "  predict:  mpl-predict --export_dir='my runs/a/export/student' IMAGES_OR_FOLDERS" in proc.stdout
+  assert "curves: tensorboard --logdir 'my runs/a/summaries'" in proc.stdout
