@@ -28,12 +28,13 @@ from typing import Dict, Optional
 import gin
 import tensorflow as tf
 
-from mpl_tf import gin_checks, layout, trainer
+from mpl_tf import gin_checks, layout, progress, trainer
 from mpl_tf import workdir as workdir_lib
 from mpl_tf.algorithms import mpl, pseudo_labels, recompute, reduced_mpl, supervised, uda
 from mpl_tf.algorithms.uda import UDASettings
 from mpl_tf.data import stored_predictions
 from mpl_tf.data.augment import describe as describe_augmentation
+from mpl_tf.data.datasets import describe_classes
 from mpl_tf.data.datasets import build_dataset as _build_dataset
 from mpl_tf.keras import keras
 from mpl_tf.schedules import Delayed, WarmupCosine
@@ -269,6 +270,8 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
   keras.mixed_precision.set_global_policy(mixed_precision or "float32")
   data = load_data(seed)
+  if layout.is_chief():
+    print(f"mpl_tf: {data.split_name}: {describe_classes(data)}", flush=True)
   _write_augmentation(workdir, data)
   builder = Builder(data, seed=seed, steps=steps, finetune_steps=finetune_steps,
                     teacher_steps=teacher_pretrain_steps or steps, workdir=workdir)
@@ -280,16 +283,20 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   common = dict(workdir=workdir, steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every,
                 summary_every=summary_every, verbose=verbose, eval_datasets=held_out, eval_every=eval_every,
                 jit_compile=default_jit_compile() if jit_compile is None else bool(jit_compile))
+  # One progress line across the phases (an ETA for the whole run), and TensorBoard steps that continue across
+  # them: each phase's summaries start after the steps of the phases before it.
+  active = [phase for phase in phases if not phase.skip()]
+  run_progress = progress.RunProgress([(phase.name, phase.steps) for phase in active])
   metrics: Dict = {}
   model = main = None
-  for phase in phases:
-    if phase.skip():
-      continue
+  for phase in active:
     if phase.keep_student_as:
       _keep_student_accuracy(metrics, phase.keep_student_as)
     model = phase.model(model)
     dataset = {"train": data.train, "labeled": data.labeled}[phase.data] if isinstance(phase.data, str) else phase.data()
-    trainer.train_phase(model, dataset, phase=phase.name, steps=phase.steps, **common)
+    trainer.train_phase(model, dataset, phase=phase.name, steps=phase.steps,
+                        step_offset=run_progress.offset(phase.name),
+                        progress=run_progress if verbose and layout.is_chief() else None, **common)
     if phase.scores == "all":
       metrics.update(evaluate(model, data, prefix=""))
     elif phase.scores == "student":

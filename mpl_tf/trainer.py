@@ -18,13 +18,10 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from mpl_tf import layout
+from mpl_tf import progress as progress_lib
 from mpl_tf import stopping
 from mpl_tf.algorithms import recompute
 from mpl_tf.keras import keras
-
-
-# The metrics worth a place in the progress bar (all of them go to TensorBoard).
-SHOWN = ("teacher/loss", "student/loss", "mpl/h", "uda/mask_ratio", "student/train_accuracy")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -60,7 +57,8 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
                 steps_per_execution: int = 1, checkpoint_every: int = 1000, summary_every: int = 100,
                 eval_datasets: Optional[Dict[str, tf.data.Dataset]] = None, eval_every: int = 0,
                 verbose: int = 1, jit_compile: Optional[bool] = None,
-                checkpoint_iterator: bool = True, max_to_keep: int = 2) -> Dict[str, float]:
+                checkpoint_iterator: bool = True, max_to_keep: int = 2,
+                progress: Optional[progress_lib.RunProgress] = None, step_offset: int = 0) -> Dict[str, float]:
   """Trains `model` (already compiled) on `dataset` until its `global_step` reaches `steps`.
 
   Writes checkpoints to `workdir/checkpoints/<phase>` every `checkpoint_every` steps and at the end,
@@ -68,7 +66,10 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
   `<name>/...` for each of `eval_datasets` (e.g. `test`, `validation`) every `eval_every` steps: top-1 and,
   beyond 5 classes, top-5 accuracy and loss, with `<name>/teacher_minus_student` when the model scores a teacher
   too: the gap the student must close) to `workdir/summaries/<phase>`, and
-  shows a Keras progress bar titled with the phase. Returns the metrics of the last logged window.
+  shows the phase's progress (`progress`, a run's `RunProgress`; with verbose and none, one for this phase alone)
+  with a line of held-out accuracies at each evaluation. TensorBoard steps are `step_offset` + the phase's step (a
+  run passes the steps of its earlier phases, so curves continue across phases). Returns the metrics of the last
+  logged window.
   On a mesh of several DTensor clients every client calls this on the shared workdir: all of them save the model
   checkpoint (DTensor saves collectively), only the chief (`layout.is_chief`) the data position and summaries.
   `jit_compile`: compile the train and evaluation steps with XLA (True / False); None keeps the model's setting.
@@ -100,8 +101,10 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
     return {}
   if stopping.requested() is not None:  # asked during an earlier phase's evaluation: that phase is saved
     raise stopping.StopRequested(stopping.requested(), phase, step, steps)
-  if verbose:
-    print(f"[{phase}] step {step} of {steps}" + (" (resumed)" if step else ""), flush=True)
+  if progress is None and verbose:
+    progress = progress_lib.RunProgress([(phase, steps)])
+  if progress is not None:
+    progress.start_phase(phase, step)
   # Several DTensor clients train one run: the chief writes its curves, the others compute the same values.
   writer = (tf.summary.create_file_writer(os.path.join(workdir, "summaries", phase)) if layout.is_chief()
             else tf.summary.create_noop_writer())
@@ -112,7 +115,6 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
   if jit_compile is not None:
     model.jit_compile = jit_compile  # read when the train (and test) functions are built, just below
   train_function = model.make_train_function(force=True)
-  progress = keras.utils.Progbar(steps, verbose=verbose, unit_name="step", stateful_metrics=SHOWN) if verbose else None
   logs: Dict[str, float] = {}
   model.reset_metrics()
   while step < steps:
@@ -134,12 +136,14 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
           f"[{phase}] non-finite {', '.join(f'{b} = {logs[b]}' for b in bad)} in the steps up to {step}; "
           f"stopped without saving. Last good checkpoint: {manager.latest_checkpoint or 'none'}")
     if summary_every and (step % summary_every < n or step == steps):
-      with writer.as_default(step=step):
+      with writer.as_default(step=step_offset + step):
         for name, value in logs.items():
           tf.summary.scalar(name, value)
       model.reset_metrics()
     if eval_datasets and eval_every and (step % eval_every < n or step == steps):
-      _write_evaluation(model, eval_datasets, writer, step)
+      for name, results in _write_evaluation(model, eval_datasets, writer, step_offset + step).items():
+        if progress is not None:
+          progress.evaluation(phase, step, name, results)
     stop = stopping.requested()
     if step % checkpoint_every < n or step == steps or stop is not None:
       upcoming = os.path.join(manager.directory, f"ckpt-{step}")
@@ -150,7 +154,7 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
         raise RuntimeError(f"the checkpoint was saved as {saved}, its data position as {upcoming}")
       layout.prune_positions(manager.directory, manager.checkpoints)
     if progress is not None:
-      progress.update(step, values=[(k, v) for k, v in logs.items() if _shown(k)], finalize=step == steps)
+      progress.update(phase, step, logs)
     if stop is not None and step < steps:
       writer.flush()
       raise stopping.StopRequested(stop, phase, step, steps)
@@ -158,8 +162,10 @@ def train_phase(model: keras.Model, dataset: tf.data.Dataset, *, workdir: str, p
   return logs
 
 
-def _write_evaluation(model: keras.Model, eval_datasets: Dict[str, tf.data.Dataset], writer, step: int) -> None:
-  """Scores `model` on each held-out set and writes `<set>/<metric>` scalars at `step`."""
+def _write_evaluation(model: keras.Model, eval_datasets: Dict[str, tf.data.Dataset], writer,
+                      step: int) -> Dict[str, Dict[str, float]]:
+  """Scores `model` on each held-out set and writes `<set>/<metric>` scalars at `step`; returns the scores."""
+  scores = {}
   for eval_name, eval_dataset in eval_datasets.items():
     if eval_dataset is None:
       continue
@@ -169,8 +175,6 @@ def _write_evaluation(model: keras.Model, eval_datasets: Dict[str, tf.data.Datas
     with writer.as_default(step=step):
       for name, value in results.items():
         tf.summary.scalar(f"{eval_name}/{name}", value)
+    scores[eval_name] = results
   model.reset_metrics()
-
-
-def _shown(name: str) -> bool:
-  return name in SHOWN
+  return scores

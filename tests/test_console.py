@@ -36,9 +36,10 @@ train.run()
 """
 
 PHASE = re.compile(r"\[\w+\] step \d+ of \d+( \(resumed\))?")
-PROGRESS = re.compile(r" *\d+/\d+ \[[=>.]+\]"                          # 4/6 [===================>..........]
-                      r" - (ETA: [\d:]+s?|\d+s \d+(s|ms|us)/step)"     # - ETA: 3s | - 8s 1s/step
-                      r"( - [\w/]+: \S+)*")                           # - teacher/loss: 2.2557 - mpl/h: 0.0034
+PROGRESS = re.compile(r"\[\w+\] \d+/\d+  ([\w/]+ \S+  )*\| run \d+ %(, ETA [\d:]+)?")  # mpl_tf.progress, plain lines
+EVALUATION = re.compile(r"\[\w+\] step \d+: test accuracy: student \d+\.\d\d %(, teacher \d+\.\d\d %)?")
+CLASSES = re.compile(r"mpl_tf: digits\.seed0: 10 classes \(labeled / test\): (\d \d+/\d+, ){9}\d \d+/\d+; "
+                     r"[\d,]+ unlabeled, 0 validation, 500 test")
 SUMMARY = [re.compile(p) for p in (
     r"mpl_tf\.train: mpl on digits\.seed0 finished at step 6",
     r"  test accuracy: student \d+\.\d\d % top-1, \d+\.\d\d % top-5; teacher \d+\.\d\d %",
@@ -73,7 +74,7 @@ def not_ours(stdout, stderr, metrics):
   if len(summary) != len(SUMMARY) or not all(p.fullmatch(line) for p, line in zip(SUMMARY, summary)):
     strays += [f"summary: {line}" for line in summary] or ["no summary"]
   strays += [f"stdout: {line}" for line in out
-             if not (AUGMENTATION.fullmatch(line) or PHASE.fullmatch(line) or PROGRESS.fullmatch(line))]
+             if not any(p.fullmatch(line) for p in (AUGMENTATION, PHASE, PROGRESS, EVALUATION, CLASSES))]
   strays += [f"stderr: {line}" for line in console_lines(stderr) if line and line != OUR_WARNING]
   return strays
 
@@ -84,7 +85,7 @@ def probed_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("console")
   env = {k: v for k, v in os.environ.items() if k not in (console.LEVEL_VARIABLE, "PYTHONWARNINGS")}
   proc = subprocess.run([sys.executable, "-c", PROBED_TRAIN, f"--workdir={workdir}", "--gin_file=gin/digits.gin",
-                         "--gin_file=gin/smoke.gin", "--gin_bindings=run.verbose = 1"],
+                         "--gin_file=gin/smoke.gin", "--gin_bindings=run.verbose = 1", "--gin_bindings=run.eval_every = 4"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, proc
@@ -97,6 +98,12 @@ def test_a_training_run_prints_only_our_lines(probed_run):
   assert not strays, "lines on the console that are not ours:\n" + "\n".join(strays)
   lines = console_lines(proc.stdout)
   assert any(PROGRESS.fullmatch(line) for line in lines) and "[mpl] step 0 of 6" in lines
+  # Issue 27, item 7: what the run learns from, at its start; the held-out accuracies at eval_every; plain lines
+  # into a pipe (no \r or \b); the run's share and ETA on the progress lines.
+  assert sum(bool(CLASSES.fullmatch(line)) for line in lines) == 1
+  assert sum(bool(EVALUATION.fullmatch(line)) and line.startswith("[mpl] step 4:") for line in lines) == 1
+  assert "\r" not in proc.stdout and "\b" not in proc.stdout
+  assert "[mpl] 6/6" in proc.stdout and "| run 100 %" in proc.stdout and ", ETA " in proc.stdout
   assert console_lines(proc.stderr).count(OUR_WARNING) == 1  # our warning is shown, once
 
 

@@ -53,6 +53,8 @@ def test_held_out_curves_give_both_accuracies_and_the_teacher_student_gap(digits
   assert {"test/student/top5_accuracy", "test/teacher/top5_accuracy"} <= set(mpl)  # 10 classes: top-5 too
   finetune = run_lib.scalars(str(digits_run), "finetune")
   assert "test/student/accuracy" in finetune and "test/teacher_minus_student" not in finetune
+  # TensorBoard's steps continue across phases (issue 27, item 7): finetuning's 3 steps follow MPL's 6.
+  assert set(finetune["test/student/accuracy"]) == {6 + 3}
   assert not any(tag.startswith("validation/") for tag in mpl)
 
 
@@ -217,7 +219,7 @@ def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
   assert json.loads((workdir / "augmentation.json").read_text())["flip"] is False
   curves = run_lib.scalars(str(workdir), "mpl")
   assert set(curves["test/teacher_minus_student"]) == {2, 4, 6}
-  assert set(run_lib.scalars(str(workdir), "distill")["test/teacher_minus_student"]) == {2, 4}
+  assert set(run_lib.scalars(str(workdir), "distill")["test/teacher_minus_student"]) == {6 + 2, 6 + 4}  # after MPL's 6
   metrics = json.loads((workdir / "metrics.json").read_text())
   assert metrics["teacher/accuracy"] > 0.0 and "student/accuracy_after_mpl" in metrics
   # tools/agreement.py reads both networks back from the distill checkpoint and scores them as the run did.

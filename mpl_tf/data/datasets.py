@@ -39,6 +39,8 @@ class DatasetBundle:
     batch_size, unlabeled_batch_size, labeled_batch_size: per-step batch sizes of train / labeled.
     two_views: whether `train` carries two unlabeled views.
     class_names: if the source names its classes.
+    class_counts: examples a class in the labeled split and in the test split (None where the test labels are
+      not in memory: a streamed TFDS split), for the line a run prints at its start.
     augmentation: the augmentation in effect (None for two_moons), as resolved from the dataset's defaults and the
       arguments: the run writes it to its workdir.
     raw: the source, split, views and preparation behind `train` (`RawExamples`), for work that needs each raw
@@ -62,6 +64,7 @@ class DatasetBundle:
   labeled_batch_size: int
   two_views: bool
   class_names: Optional[Tuple[str, ...]] = None
+  class_counts: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None  # per class: labeled, test (if known)
   raw: Optional["RawExamples"] = None
   augmentation: Optional[augment.AugmentConfig] = None
 
@@ -275,7 +278,29 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
       num_labeled=len(split.labeled), num_unlabeled=num_unlabeled, num_validation=len(split.validation),
       num_test=source.num_test if own_test else len(split.test), batch_size=batch_size,
       unlabeled_batch_size=unlabeled_batch_size, labeled_batch_size=labeled_batch_size, two_views=two_views,
-      class_names=source.class_names, raw=RawExamples(source, split, views, train_prepare), augmentation=config)
+      class_names=source.class_names, class_counts=_class_counts(source, split, own_test),
+      raw=RawExamples(source, split, views, train_prepare), augmentation=config)
+
+
+def describe_classes(bundle: DatasetBundle, shown: int = 20) -> str:
+  """'10 classes (labeled / test): 0 10/50, 1 10/50, ...; 3,900 unlabeled, 0 validation': what the run learns from,
+  printed at its start (a class with few labeled examples, or none in the test split, shows here first)."""
+  if bundle.class_counts is None:
+    return f"{bundle.num_classes} classes; {bundle.num_labeled:,} labeled, {bundle.num_unlabeled:,} unlabeled"
+  labeled, test = bundle.class_counts
+  names = bundle.class_names or [str(c) for c in range(bundle.num_classes)]
+  cells = [f"{names[c]} {labeled[c]}" + (f"/{test[c]}" if test is not None else "") for c in range(len(labeled))]
+  more = f", ... and {len(cells) - shown} more" if len(cells) > shown else ""
+  return (f"{bundle.num_classes} classes (labeled{' / test' if test is not None else ''}): "
+          f"{', '.join(cells[:shown])}{more}; {bundle.num_unlabeled:,} unlabeled, {bundle.num_validation:,} "
+          f"validation, {bundle.num_test:,} test")
+
+
+def _class_counts(source, split, own_test: bool):
+  """(labeled, test) examples per class; test None when its labels are not in memory."""
+  count = lambda labels: np.bincount(np.asarray(labels, np.int64), minlength=source.num_classes)
+  test = source.test_labels() if own_test else source.pool_labels[split.test]
+  return count(source.pool_labels[split.labeled]), (count(test) if test is not None else None)
 
 
 def _two_moons(num_labeled, seed, batch_size, unlabeled_batch_size, labeled_batch_size, two_views, unlabeled_view,

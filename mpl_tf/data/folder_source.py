@@ -91,6 +91,9 @@ class FolderSource(Source):
     extra = np.arange(pool, pool + self.num_extra_unlabeled)
     return self.labeled_stream(np.concatenate([indices, extra]), seed, shuffle_buffer).map(lambda x, y: x)
 
+  def test_labels(self) -> Optional[np.ndarray]:
+    return self._test_labels if self.num_test else None
+
   def test_examples(self) -> Optional[tf.data.Dataset]:
     if not self.num_test:
       return None

@@ -58,6 +58,10 @@ class Source(abc.ABC):
     """Finite `(image, label)` dataset of the source's own test set, or None."""
     return None
 
+  def test_labels(self) -> Optional[np.ndarray]:
+    """The labels of the source's own test set when held in memory (not a streamed split's), else None."""
+    return None
+
   def sample_images(self, count: int) -> Optional[List[np.ndarray]]:
     """Up to `count` pool images as arrays in [0, 255] (for image statistics), or None for streamed sources."""
     del count
@@ -115,6 +119,9 @@ class ArraySource(Source):
   def sample_images(self, count: int) -> Optional[List[np.ndarray]]:
     step = max(1, self._num_pool // max(1, count))
     return list(self._x[:self._num_pool:step][:count])
+
+  def test_labels(self) -> Optional[np.ndarray]:
+    return self._y_test
 
   def test_examples(self) -> Optional[tf.data.Dataset]:
     if self._x_test is None:
