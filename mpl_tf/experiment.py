@@ -145,6 +145,31 @@ def optimizer(total_steps: int, learning_rate: float = 0.1, momentum: float = 0.
   return opt
 
 
+# The binding that sets each optimizer scope's number of steps.
+_STEPS_BINDING = {"teacher": "run.steps", "student": "run.steps", "finetune": "run.finetune_steps",
+                  "distill": "distill.steps", "teacher_pretrain": "run.teacher_pretrain_steps"}
+
+
+def schedule_does_not_fit(scope: str, total_steps: int, wait_steps: int) -> str:
+  """A shortened run whose warmup (and the student's wait) no longer fit its steps: which bindings to change
+  ("WarmupCosine needs total_steps (200) > ..." named none)."""
+  warmup = gin.query_parameter(f"{scope}/optimizer.warmup_steps") if _bound(f"{scope}/optimizer.warmup_steps") \
+      else 0
+  wait = f" + the student's wait ({wait_steps}, mpl.student_wait_steps)" if wait_steps else ""
+  return (f"{scope}/optimizer: {total_steps} steps ({_STEPS_BINDING.get(scope, 'its steps')}) leave nothing "
+          f"after the warmup ({warmup}, {scope}/optimizer.warmup_steps){wait}: lower "
+          f"{scope}/optimizer.warmup_steps{' or mpl.student_wait_steps' if wait_steps else ''}, or raise "
+          f"{_STEPS_BINDING.get(scope, 'the steps')}; for a few steps of every phase add --gin_file=gin/smoke.gin")
+
+
+def _bound(key: str) -> bool:
+  try:
+    gin.query_parameter(key)
+    return True
+  except ValueError:
+    return False
+
+
 @gin.configurable
 def network(num_classes: int, input_shape, seed: int, name: str = gin.REQUIRED, **options) -> keras.Model:
   """Builds a named network (see `mpl_tf.models.builder`); other bindings go to the family's builder."""
@@ -192,7 +217,12 @@ class Builder:
 
   def optimizer(self, scope: str, total_steps: int, wait_steps: int = 0) -> keras.optimizers.Optimizer:
     with gin.config_scope(scope):
-      return optimizer(total_steps=total_steps, wait_steps=wait_steps)
+      try:
+        return optimizer(total_steps=total_steps, wait_steps=wait_steps)
+      except ValueError as e:
+        if "WarmupCosine needs" not in str(e):
+          raise
+        raise ValueError(schedule_does_not_fit(scope, total_steps, wait_steps)) from None
 
   def make(self, obj, *args, **kwargs):
     """`obj` (a method class or phase function) with the run's gin bindings applied, called."""

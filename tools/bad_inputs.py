@@ -55,6 +55,8 @@ CASES = [
      ["--gin_file=gin/digits.gin", "--gin_bindings=build_dataset.num_labeled = 5000"], "5000"),
     ("train", "empty image folder", OWN + ["--gin_bindings=build_dataset.name = 'folder'",
                                            "--gin_bindings=build_dataset.path = '{tmp}/empty'"], "empty"),
+    ("train", "a run shortened below its warmup", ["--gin_file=gin/digits.gin", "--gin_bindings=run.steps = 200"],
+     "teacher/optimizer.warmup_steps"),
     ("train", "NaN loss", TWO_MOONS + ["--gin_bindings=build_dataset.two_views = True",
                                        "--gin_bindings=build_dataset.noise_stddev = 1e38",
                                        "--gin_bindings=uda.weight = 1.0"], "non-finite"),
