@@ -105,7 +105,11 @@ def main(argv):
         stack.enter_context(workdir.lock(FLAGS.workdir, command=shlex.join(sys.argv)))
       except workdir.WorkdirLocked as e:
         raise SystemExit(f"mpl_tf.train: {e}") from e
-    stack.enter_context(stopping.graceful_stop())
+    # Several DTensor clients save collectively: a signal that reaches one client would stop it alone, and the
+    # others would wait for it forever. There the signals keep their default (the checkpoints every
+    # run.checkpoint_every steps remain).
+    if dtensor.num_clients() == 1:
+      stack.enter_context(stopping.graceful_stop())
     try:
       changed = experiment.prepare_workdir(FLAGS.workdir, overwrite=FLAGS.overwrite,
                                            allow_change=FLAGS.allow_config_change)
