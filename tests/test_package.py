@@ -66,9 +66,13 @@ def test_a_fresh_venv_installs_the_clone_and_trains_evaluates_and_predicts_on_a_
   _png_folder(elsewhere / "shapes", np.random.default_rng(0))
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
-  def command(name, *args):
-    return subprocess.run([str(bin_dir / name), *args], cwd=elsewhere, env=env, capture_output=True, text=True,
+  def command(name, *args, cwd=elsewhere):
+    return subprocess.run([str(bin_dir / name), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600, check=False)
+
+  # The console script's --help: our flags, exit 0 (absl's printed "Try --helpfull" and exited 1).
+  proc = command("mpl-train", "--help")
+  assert proc.returncode == 0 and proc.stdout.startswith("mpl-train: ") and "--show_config" in proc.stdout
 
   where = command("python", "-c", "import mpl_tf; print(mpl_tf.__file__)")
   assert where.returncode == 0 and where.stdout.strip().startswith(site), where.stderr[-2000:]
@@ -81,7 +85,8 @@ def test_a_fresh_venv_installs_the_clone_and_trains_evaluates_and_predicts_on_a_
   assert proc.returncode == 0, proc.stderr[-3000:]
   metrics = json.loads((elsewhere / "run" / "metrics.json").read_text())
   assert metrics["step"] == 6 and "mpl-predict --export_dir=run/export/student" in proc.stdout
-  proc = command("mpl-evaluate", "--workdir=run")
+  # From another directory: the run recorded its data path absolute (it failed with "no image folder at shapes").
+  proc = command("mpl-evaluate", f"--workdir={elsewhere / 'run'}", cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads((elsewhere / "run" / "evaluation" / "test.json").read_text())
   assert report["class_names"] == list(CLASSES)
