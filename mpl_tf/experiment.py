@@ -104,13 +104,10 @@ def absolute_data_paths() -> None:
   directory: the recorded configuration (config.gin, the export's) then names the data wherever it is read from,
   so `mpl-evaluate --workdir=...` works from any directory (the command as typed is kept in WORKDIR/commands.log)."""
   for key in workdir_lib.PATH_BINDINGS:
-    try:
-      value = gin.query_parameter(key)
-    except ValueError:  # not bound
-      continue
-    if isinstance(value, str) and value and not os.path.isabs(value) and "://" not in value:
+    value = _query(key, None)
+    if isinstance(value, str) and not os.path.isabs(value) and workdir_lib.absolute_path(value) != value:
       with gin.unlock_config():
-        gin.bind_parameter(key, os.path.abspath(value))
+        gin.bind_parameter(key, workdir_lib.absolute_path(value))
 
 
 @gin.configurable(denylist=["total_steps", "wait_steps"])  # set by the method: a binding would be ignored
@@ -153,8 +150,7 @@ _STEPS_BINDING = {"teacher": "run.steps", "student": "run.steps", "finetune": "r
 def schedule_does_not_fit(scope: str, total_steps: int, wait_steps: int) -> str:
   """A shortened run whose warmup (and the student's wait) no longer fit its steps: which bindings to change
   ("WarmupCosine needs total_steps (200) > ..." named none)."""
-  warmup = gin.query_parameter(f"{scope}/optimizer.warmup_steps") if _bound(f"{scope}/optimizer.warmup_steps") \
-      else 0
+  warmup = _query(f"{scope}/optimizer.warmup_steps", 0)
   wait = f" + the student's wait ({wait_steps}, mpl.student_wait_steps)" if wait_steps else ""
   return (f"{scope}/optimizer: {total_steps} steps ({_STEPS_BINDING.get(scope, 'its steps')}) leave nothing "
           f"after the warmup ({warmup}, {scope}/optimizer.warmup_steps){wait}: lower "
@@ -162,12 +158,12 @@ def schedule_does_not_fit(scope: str, total_steps: int, wait_steps: int) -> str:
           f"{_STEPS_BINDING.get(scope, 'the steps')}; for a few steps of every phase add --gin_file=gin/smoke.gin")
 
 
-def _bound(key: str) -> bool:
+def _query(key: str, default):
+  """The value gin binds to `key`, or `default` where nothing binds it."""
   try:
-    gin.query_parameter(key)
-    return True
+    return gin.query_parameter(key)
   except ValueError:
-    return False
+    return default
 
 
 @gin.configurable
@@ -361,10 +357,7 @@ def run_settings() -> Dict:
   defaults = {p.name: p.default for p in inspect.signature(run.__wrapped__).parameters.values()}
   out = {}
   for name in ("method", "seed", "steps"):
-    try:
-      value = gin.query_parameter(f"run.{name}")
-    except ValueError:
-      value = defaults[name]
+    value = _query(f"run.{name}", defaults[name])
     if isinstance(value, gin.config.ConfigurableReference):  # a macro: %STEPS
       value = value.scoped_configurable_fn()
     out[name] = value

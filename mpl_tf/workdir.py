@@ -71,15 +71,23 @@ def differences(recorded: Dict[str, str], new: Dict[str, str], may_change: Seque
   return lines
 
 
+def absolute_path(value):
+  """`value` as an absolute path from the current directory when it is a local path (a non-empty string that is
+  not a URL such as gs://...); anything else as it is."""
+  if isinstance(value, str) and value and "://" not in value:
+    return os.path.abspath(value)
+  return value
+
+
 def _resolved(key: str, value: Optional[str]) -> Optional[str]:
-  """A data path's gin value as an absolute path (from the current directory); any other value as it is."""
+  """A data path's gin value (gin text) as an absolute path; any other value as it is."""
   if key not in PATH_BINDINGS or value is None:
     return value
   try:
     path = ast.literal_eval(value)
   except (ValueError, SyntaxError):
     return value
-  return repr(os.path.abspath(path)) if isinstance(path, str) and path and "://" not in path else value
+  return repr(absolute_path(path)) if isinstance(path, str) else value
 
 
 def log_command(workdir: str, argv: Sequence[str]) -> None:
