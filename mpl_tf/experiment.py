@@ -433,7 +433,7 @@ def _write_augmentation(workdir: str, data) -> None:
   with open(os.path.join(workdir, "augmentation.json"), "w") as f:
     json.dump(dataclasses.asdict(data.augmentation), f, indent=2)
   print(f"mpl_tf: {data.split_name}: {describe_augmentation(data.augmentation)} "
-        f"({os.path.join(workdir, 'augmentation.json')}; see the views: python tools/show_views.py)", flush=True)
+        f"({os.path.join(workdir, 'augmentation.json')}; see the views: mpl-views)", flush=True)
 
 
 def _write_config(workdir: str) -> None:

@@ -138,7 +138,7 @@ def assert_same_run(single, other):
   training scalar of MPL (`teacher/loss`, `student/loss`, `mpl/h`) and the exported student's outputs."""
   from mpl_tf import export  # pylint: disable=import-outside-toplevel
   sys.path.insert(0, os.path.join(ROOT, "tools"))
-  import run_lib  # pylint: disable=import-outside-toplevel
+  from mpl_tf import runs as run_lib  # pylint: disable=import-outside-toplevel
   a, b = (json.loads((d / "metrics.json").read_text()) for d in (single, other))
   assert a.keys() == b.keys()
   for key, value in a.items():

@@ -49,7 +49,7 @@ SUMMARY = [re.compile(p) for p in (
     r"  evaluate: mpl-evaluate --workdir=\S+   \(or python -m mpl_tf\.evaluate\)",
     r"  predict:  mpl-predict --export_dir=\S+/export/student IMAGES_OR_FOLDERS   \(or python -m mpl_tf\.predict\)")]
 AUGMENTATION = re.compile(r"mpl_tf: digits\.seed0: weak view: .+ \(\S+/augmentation\.json; see the views: "
-                          r"python tools/show_views\.py\)")
+                          r"mpl-views\)")
 OUR_WARNING = "mpl_tf.train: warning: probe: our own warning"
 
 

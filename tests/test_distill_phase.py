@@ -57,7 +57,7 @@ def test_distill_starts_from_the_mpl_student_itself(tmp_path):
 
 
 def test_distill_settings_leave_other_methods_alone(tmp_path):
-  """Like every MPL binding, `distill.*` is ignored by the baselines that share a recipe (tools/compare.py)."""
+  """Like every MPL binding, `distill.*` is ignored by the baselines that share a recipe (mpl-compare)."""
   proc = run_cli(tmp_path, "run.method = 'supervised'", "run.steps = 10", "distill.steps = 5")
   assert proc.returncode == 0, proc.stderr[-3000:]
   metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -66,7 +66,7 @@ def test_distill_settings_leave_other_methods_alone(tmp_path):
 
 
 def test_uda_distill_is_uda_then_the_same_distill_phase_from_a_frozen_copy_of_itself(tmp_path):
-  """The baseline's control for the distill phase (tools/compare.py): UDA's network, frozen, teaches itself. At a zero
+  """The baseline's control for the distill phase (mpl-compare): UDA's network, frozen, teaches itself. At a zero
   distill learning rate the distilled network is the UDA network bit for bit, and its teacher is that network too."""
   proc = run_cli(tmp_path, "run.method = 'uda_distill'", "build_dataset.two_views = True", "run.steps = 40",
                  "distill.steps = 10", "run.finetune_steps = 5", "distill/optimizer.learning_rate = 0.0",

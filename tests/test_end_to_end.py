@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import run_lib  # pylint: disable=wrong-import-position
+from mpl_tf import runs as run_lib
+from tests.conftest import train, train_killed_at
 
-from tests.conftest import train, train_killed_at  # pylint: disable=wrong-import-position
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

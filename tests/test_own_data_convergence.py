@@ -1,7 +1,7 @@
 """Slow: with the own-data defaults (gin/own_data.gin), MPL's exported student on the digits stand-in (an .npz a
 user could have written) is clearly above supervised training and within 1.5 points of its own teacher.
 
-Three seeds, 1,500 steps, as `tools/compare.py` runs them (about 20 minutes on a 2-core CPU):
+Three seeds, 1,500 steps, as `mpl-compare` runs them (about 20 minutes on a 2-core CPU):
 `make test-slow` or `pytest -m slow tests/test_own_data_convergence.py`. The figures of every stand-in are in
 RESULTS.md ("Own data"); this test guards the defaults that produce them.
 """
@@ -13,7 +13,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-import run_lib  # pylint: disable=wrong-import-position
+from mpl_tf import runs as run_lib  # pylint: disable=wrong-import-position
 import standins  # pylint: disable=wrong-import-position
 
 SEEDS = (0, 1, 2)

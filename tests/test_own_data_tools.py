@@ -7,10 +7,10 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import agreement  # pylint: disable=wrong-import-position
-import compare  # pylint: disable=wrong-import-position
-import run_lib  # pylint: disable=wrong-import-position
 import standins  # pylint: disable=wrong-import-position
 
+from mpl_tf import compare  # pylint: disable=wrong-import-position
+from mpl_tf import runs as run_lib  # pylint: disable=wrong-import-position
 from mpl_tf.models.cnn import auto_strides  # pylint: disable=wrong-import-position
 
 
@@ -131,3 +131,28 @@ def test_agreement_counts_matching_classes_and_each_networks_accuracy():
   teacher, student, labels = np.array([0, 1, 2, 2]), np.array([0, 1, 1, 0]), np.array([0, 1, 2, 1])
   assert agreement.agreement(teacher, student) == {"agreement": 0.5}
   assert agreement.agreement(teacher, student, labels) == {"agreement": 0.5, "teacher": 0.75, "student": 0.5}
+
+
+def test_view_grid_shows_the_originals_then_views_drawn_as_training_draws_them():
+  """`mpl-views`: column 0 is the image itself, the strong views differ from the weak one and from each other, and
+  the same seed draws the same grid (the views are training's, from the example seeds)."""
+  import gin  # pylint: disable=import-outside-toplevel
+  from mpl_tf import experiment, views  # pylint: disable=import-outside-toplevel
+  gin.clear_config()
+  try:
+    experiment.parse_gin(["gin/digits.gin"], [])
+    data = experiment.load_data(0)
+    grid, labels = views.view_grid(data, num_images=3, num_strong=2, seed=0)
+    again, _ = views.view_grid(data, num_images=3, num_strong=2, seed=0)
+    other, _ = views.view_grid(data, num_images=3, num_strong=2, seed=1)
+  finally:
+    gin.clear_config()
+  assert grid.shape == (3, 4, 8, 8, 1) and 0.0 <= grid.min() and grid.max() <= 1.0
+  names = data.class_names or tuple(str(c) for c in range(data.num_classes))
+  assert len(labels) == 3 and set(labels) <= set(names)
+  np.testing.assert_array_equal(grid, again)
+  np.testing.assert_array_equal(grid[:, 0], other[:, 0])  # the originals do not depend on the draw seed
+  assert not np.array_equal(grid[:, 2:], other[:, 2:])
+  for k in (2, 3):
+    assert not np.allclose(grid[:, k], grid[:, 1])
+  assert not np.allclose(grid[:, 2], grid[:, 3])

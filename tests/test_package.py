@@ -1,6 +1,6 @@
 """mpl_tf as an installed package, as a new user meets it: `pip install <clone>` into a fresh virtual environment
 outside the clone, then `mpl-train` with a packaged gin file on a folder of mixed-size PNGs, `mpl-evaluate` on the
-run and `mpl-predict` on the folder (issue 11's done criterion).
+run and `mpl-predict` on the folder (issue 11's done criterion); `mpl-views` and `mpl-compare` (issue 27, item 8).
 
 The environment is a real `python -m venv`; its dependencies come from the test environment's site-packages (a
 .pth file), because this machine cannot reach PyPI, and the package installs with `--no-deps
@@ -92,6 +92,22 @@ def test_a_fresh_venv_installs_the_clone_and_trains_evaluates_and_predicts_on_a_
   assert report["class_names"] == list(CLASSES)
   assert abs(report["student"]["accuracy"] - metrics["student/accuracy"]) < 1e-6
   assert abs(report["teacher"]["accuracy"] - metrics["teacher/accuracy"]) < 1e-6
+  # The tools the output and README name ship as console scripts (they were tools/*.py, not installed).
+  data = ["--gin_bindings=build_dataset.name = 'folder'", "--gin_bindings=build_dataset.path = 'shapes'",
+          "--gin_bindings=build_dataset.image_size = 8", "--gin_bindings=build_dataset.num_test = 0.25",
+          "--gin_bindings=build_dataset.num_labeled = 0.5"]
+  proc = command("mpl-views", "--gin_file=gin/own_data.gin", *data, "--out=views/grid.png", "--images=2",
+                 "--strong=2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert (elsewhere / "views" / "grid.png").stat().st_size > 0 and "2 images of" in proc.stdout
+  assert "before absl::InitializeLog" not in proc.stderr, proc.stderr  # loading talk held back as by mpl-train
+  proc = command("mpl-compare", "--gin_file=gin/own_data.gin", "--gin_file=gin/smoke.gin", *data,
+                 "--gin_bindings=distill.steps = 4", "--methods=supervised,mpl", "--seeds=0", "--steps=6",
+                 "--workroot=arms", "--out=arms/compare.md")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = (elsewhere / "arms" / "compare.md").read_text()
+  assert report.startswith("Command: `mpl-compare --gin_file=gin/own_data.gin --gin_file=gin/smoke.gin")
+  assert "MPL as a whole" in report and (elsewhere / "arms" / "mpl.seed0" / "export").is_dir()
   proc = command("mpl-predict", "--export_dir=run/export/student", "shapes")
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = list(csv.DictReader(io.StringIO(proc.stdout)))

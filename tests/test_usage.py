@@ -13,7 +13,9 @@ from tests.conftest import ROOT
 FLAGS = {"train": ["gin_file", "gin_bindings", "workdir", "overwrite", "allow_config_change", "show_config",
                    "tf_log_level"],
          "evaluate": ["workdir", "export_dir", "gin_file", "gin_bindings", "split", "out_dir", "tf_log_level"],
-         "predict": ["export_dir", "format", "top_k", "batch_size", "output", "log_file", "tf_log_level"]}
+         "predict": ["export_dir", "format", "top_k", "batch_size", "output", "log_file", "tf_log_level"],
+         "compare": ["gin_file", "gin_bindings", "methods", "seeds", "steps", "workroot", "out"],
+         "views": ["gin_file", "gin_bindings", "out", "images", "strong", "seed", "tf_log_level"]}
 
 
 @pytest.mark.parametrize("command", list(FLAGS))

@@ -12,7 +12,7 @@ MPL configuration with `mpl_weight` 1 (the method), 0 (h switched off: the teach
 UDA) only, its labels still train the student) and -1 (the sign flipped, as in the popular ports), on the same
 seeds, so the paired per-seed difference is reported alongside the means.
 
-Runs are resumable and cached per (configuration, seed) under --workroot (`run_lib.train`).
+Runs are resumable and cached per (configuration, seed) under --workroot (`mpl_tf.runs.train`).
 """
 import json
 import os
@@ -22,8 +22,8 @@ import sys
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run_lib  # pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mpl_tf import runs as run_lib  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "values for run.seed (data split and initialisation)")

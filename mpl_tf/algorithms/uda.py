@@ -102,7 +102,7 @@ def phases_with_distill(builder) -> List[Phase]:
   """UDA, then the distill phase MPL's recipe has (`distill.*`, `pseudo_labels.distill`): the UDA network, frozen,
   labels the unlabeled data for itself going on training (Noisy Student's step, with the student starting from
   its teacher as MPL's distilled student starts from MPL's), then finetuning. The control that tells what MPL's
-  distill phase buys from what MPL's main phase buys (tools/compare.py)."""
+  distill phase buys from what MPL's main phase buys (`mpl-compare`)."""
   distilled = builder.make(distill, builder)
   if not distilled:
     raise ValueError("run.method = 'uda_distill' needs a distill phase: bind distill.steps > 0 (gin/own_data.gin "

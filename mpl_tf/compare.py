@@ -1,7 +1,8 @@
 """Does MPL help on *your* data, and which part of it? Arms that separate the parts, over a few seeds: one table,
 one plot, a verdict that names each part against its own control.
 
-  python tools/compare.py --gin_bindings="build_dataset.path = 'my.npz'" --out=runs/compare/mine.md
+  mpl-compare --gin_bindings="build_dataset.path = 'my.npz'" --out=runs/compare/mine.md
+  (or python -m mpl_tf.compare ...)
 
 Every arm trains with the same gin recipe (default `gin/own_data.gin`: the own-data augmentation defaults, small
 CNN with strides from the image size, MPL's distill phase of 2,000 steps), the same data, seeds and --steps, each
@@ -26,15 +27,17 @@ A few seeds on a small budget answer "is something badly wrong", not "by how muc
 import dataclasses
 import json
 import os
+import shlex
 import statistics
+import subprocess
 import sys
 from typing import Dict, List, Tuple
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run_lib  # pylint: disable=wrong-import-position
+from mpl_tf import console, usage
+from mpl_tf import runs as run_lib
 
 FLAGS = flags.FLAGS
 REDUCED_MPL_GIN = "gin/algorithms/reduced_mpl.gin"
@@ -70,7 +73,8 @@ PARTS = [
 
 def define_flags():
   """Defined only when run as a script, so that tests can import the module beside other tools' flags."""
-  flags.DEFINE_string("gin_file", "gin/own_data.gin", "recipe shared by every arm")
+  flags.DEFINE_multi_string("gin_file", ["gin/own_data.gin"], "recipe(s) shared by every arm; later ones "
+                            "override (e.g. --gin_file=gin/own_data.gin --gin_file=gin/smoke.gin for a quick look)")
   flags.DEFINE_multi_string("gin_bindings", [], "bindings for every run: at least the data, e.g. "
                             "\"build_dataset.path = 'my.npz'\"")
   flags.DEFINE_list("methods", DEFAULT_ARMS, f"arms to compare, among {', '.join(ARMS)} (module doc); must include "
@@ -202,20 +206,26 @@ def main(argv):
   del argv
   unknown = set(FLAGS.methods) - set(ARMS)
   if unknown or "mpl" not in FLAGS.methods or not any(ARMS[a].baseline for a in FLAGS.methods if a in ARMS):
-    raise SystemExit(f"--methods must include mpl and at least one baseline among "
+    raise ValueError(f"--methods must include mpl and at least one baseline among "
                      f"{', '.join(a for a, spec in ARMS.items() if spec.baseline)} (arms: {', '.join(ARMS)})"
                      f"{'; unknown: ' + ', '.join(sorted(unknown)) if unknown else ''}")
   results = {}
   for seed in FLAGS.seeds:  # seeds outside: an interrupted comparison has every arm on the same seeds
     for arm in FLAGS.methods:
-      results.setdefault(arm, []).append(run_one(arm, seed))
+      try:
+        results.setdefault(arm, []).append(run_one(arm, seed))
+      except subprocess.CalledProcessError as e:
+        raise SystemExit(f"mpl-compare: arm {arm}, seed {seed} stopped (exit status {e.returncode}; its message is "
+                         f"above); finished arms are kept: rerun the same command to resume") from None
   students = {arm: [100 * r["student/accuracy"] for r in runs] for arm, runs in results.items()}
   gap = [100 * (r["student/accuracy"] - r["teacher/accuracy"]) for r in results["mpl"]]  # student - teacher
   mpl_dirs = [os.path.join(FLAGS.workroot, f"mpl.seed{seed}") for seed in FLAGS.seeds]
   curve, distill_curve = gap_curve(mpl_dirs), gap_curve(mpl_dirs, phase="distill")
-  command = (f"python tools/compare.py --gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} "
-             f"--seeds={','.join(FLAGS.seeds)} --steps={FLAGS.steps} --workroot={FLAGS.workroot} --out={FLAGS.out}"
-             + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings))
+  program = ["mpl-compare"] if os.path.basename(sys.argv[0]) == "mpl-compare" else ["python", "-m", "mpl_tf.compare"]
+  command = shlex.join([*program, *(f"--gin_file={g}" for g in FLAGS.gin_file),
+                        f"--methods={','.join(FLAGS.methods)}", f"--seeds={','.join(FLAGS.seeds)}",
+                        f"--steps={FLAGS.steps}", f"--workroot={FLAGS.workroot}", f"--out={FLAGS.out}",
+                        *(f"--gin_bindings={b}" for b in FLAGS.gin_bindings)])
   rows = [run_lib.paired_row(f"{arm} - {control} ({part})", diffs)
           for arm, control, part, diffs in contrasts(students)]
   if "reduced_mpl" in students:
@@ -237,6 +247,17 @@ def main(argv):
   print("\n".join(lines))
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mpl-compare` (and `python -m mpl_tf.compare`): flags defined here, not at import, so that
+  tests import the module beside the other entry points' flags."""
   define_flags()
-  app.run(main)
+  usage.exit_on_help("__main__", "mpl-compare", __doc__, ["gin_file", "gin_bindings", "methods", "seeds", "steps",
+                                                          "workroot", "out"],
+                     more="Each arm is one `mpl-train` run (flags and gin as there: mpl-train --help).")
+  with console.loading_tensorflow():
+    from mpl_tf import cli  # pylint: disable=import-outside-toplevel
+  app.run(cli.reports_errors("mpl-compare")(main))
+
+
+if __name__ == "__main__":
+  run()

@@ -1,9 +1,9 @@
 """What the networks see: a PNG grid of some training images, their weak view and several strong views.
 
-  python tools/show_views.py --gin_file=gin/own_data.gin --gin_bindings="build_dataset.path = 'my.npz'" \\
-      --out=views.png
+  mpl-views --gin_file=gin/own_data.gin --gin_bindings="build_dataset.path = 'my.npz'" --out=views.png
+  (or python -m mpl_tf.views ...)
 
-Uses the run's own `build_dataset` bindings (gin files and bindings as for `python -m mpl_tf.train`), so the
+Uses the run's own `build_dataset` bindings (gin files and bindings as for `mpl-train`), so the
 views are exactly those of training: the dataset's defaults (for own data: no flips, class-keeping RandAugment
 ops, Cutout of a quarter of the side, fill with the images' background colour) with any bindings applied.
 Each row is one labeled image: the original, the weak view (what the teacher's labels on the weak view and
@@ -11,22 +11,25 @@ the finetuning see), then --strong strong views (what the student trains on with
 strong views no longer look like their class to you, the student cannot learn the class from them either.
 """
 import os
-import sys
 
 from absl import app
 from absl import flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mpl_tf import console, usage
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", ["gin/digits.gin"], "gin file(s) of the run whose views to show")
-flags.DEFINE_multi_string("gin_bindings", [], "extra gin bindings, e.g. \"build_dataset.path = 'my.npz'\"")
-flags.DEFINE_string("out", "views.png", "PNG file to write")
-flags.DEFINE_integer("images", 8, "labeled images to show (one row each)")
-flags.DEFINE_integer("strong", 5, "strong views per image")
-flags.DEFINE_integer("seed", 0, "seed of the split and of the augmentation draws")
+FLAG_NAMES = ("gin_file", "gin_bindings", "out", "images", "strong", "seed", console.LEVEL_FLAG)
+
+
+def define_flags():
+  """Defined only when run as a program, so that tests can import the module beside the other entry points."""
+  flags.DEFINE_multi_string("gin_file", ["gin/digits.gin"], "gin file(s) of the run whose views to show")
+  flags.DEFINE_multi_string("gin_bindings", [], "extra gin bindings, e.g. \"build_dataset.path = 'my.npz'\"")
+  flags.DEFINE_string("out", "views.png", "PNG file to write")
+  flags.DEFINE_integer("images", 8, "labeled images to show (one row each)")
+  flags.DEFINE_integer("strong", 5, "strong views per image")
+  flags.DEFINE_integer("seed", 0, "seed of the split and of the augmentation draws")
+  flags.DEFINE_enum(console.LEVEL_FLAG, None, ["0", "1", "2", "3"], console.LEVEL_HELP)
 
 
 def view_grid(data, num_images: int, num_strong: int, seed: int = 0):
@@ -57,6 +60,7 @@ def view_grid(data, num_images: int, num_strong: int, seed: int = 0):
 
 
 def save_grid(grid, row_labels, path: str) -> None:
+  """Writes `view_grid`'s images as one PNG: a row per labeled image (its class on the left), titled columns."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -80,6 +84,8 @@ def save_grid(grid, row_labels, path: str) -> None:
 
 def main(argv):
   del argv
+  console.start("mpl-views")
+  console.log_to(None)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from mpl_tf import experiment  # pylint: disable=import-outside-toplevel
   from mpl_tf.data import augment  # pylint: disable=import-outside-toplevel
@@ -88,9 +94,20 @@ def main(argv):
   tf.random.set_seed(FLAGS.seed)
   data = experiment.load_data(FLAGS.seed)
   grid, labels = view_grid(data, FLAGS.images, FLAGS.strong, FLAGS.seed)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   save_grid(grid, labels, FLAGS.out)
   print(f"{FLAGS.out}: {len(labels)} images of {data.split_name}; {augment.describe(data.augmentation)}")
 
 
+def run():
+  """Console script `mpl-views` (and `python -m mpl_tf.views`)."""
+  define_flags()
+  usage.exit_on_help("__main__", "mpl-views", __doc__, FLAG_NAMES,
+                     more="The recipe's augmentation bindings: mpl-train --show_config --gin_file=...")
+  with console.loading_tensorflow():
+    from mpl_tf import cli, experiment  # pylint: disable=import-outside-toplevel,unused-import
+  app.run(cli.reports_errors("mpl-views")(main))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

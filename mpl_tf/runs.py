@@ -1,4 +1,9 @@
-"""Shared by the results tools: one training run in its own process, cached by its metrics.json."""
+"""Training runs as the results tools use them: one run in its own process, cached by its metrics.json; the
+scalars it logged; and the paired statistics every comparison reports (`mpl-compare`, tools/ablations.py).
+
+One run per process because a Keras session carries state (seeds, gin, compiled functions) that must not leak
+from one arm into the next; the cache makes a sweep resumable: rerun the same command and finished runs are read
+back, an unfinished one resumes from its checkpoint."""
 import json
 import os
 import statistics
@@ -7,14 +12,16 @@ import sys
 import time
 
 
-def train(gin_file: str, workdir: str, bindings) -> dict:
+def train(gin_file, workdir: str, bindings) -> dict:
   """Runs `python -m mpl_tf.train` in `workdir` unless it finished before; returns its metrics.json.
 
   An interrupted run is resumed by the trainer (same command, same workdir), so a sweep can be restarted.
+  `gin_file`: one file or a list (later ones override).
   """
+  gin_files = [gin_file] if isinstance(gin_file, str) else list(gin_file)
   metrics_path = os.path.join(workdir, "metrics.json")
   if not os.path.exists(metrics_path):
-    cmd = [sys.executable, "-m", "mpl_tf.train", f"--gin_file={gin_file}", f"--workdir={workdir}",
+    cmd = [sys.executable, "-m", "mpl_tf.train", *(f"--gin_file={g}" for g in gin_files), f"--workdir={workdir}",
            "--gin_bindings=run.verbose = 0"] + [f"--gin_bindings={b}" for b in bindings]
     start = time.time()
     subprocess.run(cmd, check=True)
