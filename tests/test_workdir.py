@@ -103,7 +103,7 @@ def test_the_command_line_refuses_another_method_or_more_steps_in_a_finished_run
     assert (tmp_path / "metrics.json").read_text() == metrics
   same = train(tmp_path, ["gin/two_moons.gin"], *SHORT, "run.verbose = 0")  # resumes: nothing left to train
   assert same.returncode == 0, same.stderr[-2000:]
-  printed = same.stdout[:same.stdout.index("\n}") + 2]  # the metrics, then the summary
+  printed = same.stdout[same.stdout.index("{\n"):same.stdout.index("\n}") + 2]  # the class line, the metrics, ...
   assert json.loads(printed) == json.loads(metrics)
   assert "finished at step 300" in same.stdout
   fresh = train(tmp_path, ["gin/two_moons.gin"], *SHORT, "run.steps = 600", flags=("--overwrite",))
