@@ -13,6 +13,7 @@ from mpl_tf import runs as run_lib
 from tests.conftest import train, train_killed_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # standins
 
 
 @pytest.fixture(scope="module")
