@@ -27,7 +27,6 @@ A few seeds on a small budget answer "is something badly wrong", not "by how muc
 import dataclasses
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -222,7 +221,7 @@ def main(argv):
   mpl_dirs = [os.path.join(FLAGS.workroot, f"mpl.seed{seed}") for seed in FLAGS.seeds]
   curve, distill_curve = gap_curve(mpl_dirs), gap_curve(mpl_dirs, phase="distill")
   program = ["mpl-compare"] if os.path.basename(sys.argv[0]) == "mpl-compare" else ["python", "-m", "mpl_tf.compare"]
-  command = shlex.join([*program, *(f"--gin_file={g}" for g in FLAGS.gin_file),
+  command = console.shell_join([*program, *(f"--gin_file={g}" for g in FLAGS.gin_file),
                         f"--methods={','.join(FLAGS.methods)}", f"--seeds={','.join(FLAGS.seeds)}",
                         f"--steps={FLAGS.steps}", f"--workroot={FLAGS.workroot}", f"--out={FLAGS.out}",
                         *(f"--gin_bindings={b}" for b in FLAGS.gin_bindings)])

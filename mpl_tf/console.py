@@ -27,6 +27,7 @@ import datetime
 import logging
 import os
 import re
+import shlex
 import sys
 import tempfile
 import warnings
@@ -238,3 +239,17 @@ def log_to(path: Optional[str], program: str = "") -> None:
   for record in held:
     handler.handle(record)
   root.addHandler(handler)
+
+
+def shell_join(args: Sequence[str]) -> str:
+  """A command line to copy and paste: `shlex.join`'s quoting, except that an argument holding single quotes
+  (a gin string binding) is written `--flag="... 'x' ..."` rather than shlex's `'--flag=... '"'"'x'"'"''`.
+  Both mean the same to a POSIX shell; only arguments free of `"`, `\\`, `$`, `` ` `` and `!` get the double quotes."""
+  words = []
+  for arg in args:
+    quoted = shlex.quote(arg)
+    if quoted != arg and "'" in arg and not set(arg) & set('"\\$`!'):
+      flag, sep, value = arg.partition("=")
+      quoted = f'{flag}="{value}"' if sep and flag.startswith("-") and shlex.quote(flag) == flag else f'"{arg}"'
+    words.append(quoted)
+  return " ".join(words)

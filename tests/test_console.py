@@ -9,6 +9,7 @@ log file WORKDIR/logs/train.log holds what the console did not show.
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -185,3 +186,12 @@ def test_the_printed_follow_up_commands_are_quoted_for_a_shell():
   assert "  evaluate: mpl-evaluate --workdir='my runs/a'   (or python -m mpl_tf.evaluate)" in proc.stdout
   assert "  predict:  mpl-predict --export_dir='my runs/a/export/student' IMAGES_OR_FOLDERS" in proc.stdout
   assert "curves: tensorboard --logdir 'my runs/a/summaries'" in proc.stdout
+
+
+def test_a_recorded_command_line_reads_back_as_typed_and_a_gin_string_binding_keeps_its_double_quotes():
+  args = ["python", "-m", "mpl_tf.compare", "--gin_bindings=build_dataset.path = 'my data/x.npz'", "--out=a b",
+          "--note=it's $HOME", "--seeds=0,1"]
+  line = console.shell_join(args)
+  assert shlex.split(line) == args
+  assert line.startswith("python -m mpl_tf.compare --gin_bindings=\"build_dataset.path = 'my data/x.npz'\" ")
+  assert "$HOME" in line and line.endswith(" --seeds=0,1")  # a `$` keeps shlex's single quotes
