@@ -131,6 +131,11 @@ def _parse_gin(files: Sequence[str], bindings: Sequence[str]) -> None:
   experiment.parse_gin([os.path.join(ROOT, f) for f in files], list(bindings))
 
 
+def run_bindings(name: str, seed: int) -> List[str]:
+  """The bindings of method `name`'s run with `seed` (after the gin files), for a sweep run and its diagnosis alike."""
+  return SWEEP_BINDINGS + list(FLAGS.gin_bindings) + ALL[name][1] + [f"run.seed = {seed}"]
+
+
 def run_one(name: str, seed: int, keep_model: bool = False):
   """One run of method `name` with `seed`; returns (metrics, model or None, seconds).
 
@@ -138,7 +143,7 @@ def run_one(name: str, seed: int, keep_model: bool = False):
   read back instead of training again when they match (a run whose model is needed, for the figure, always trains),
   so an interrupted sweep resumes where it stopped.
   """
-  bindings = SWEEP_BINDINGS + list(FLAGS.gin_bindings) + ALL[name][1] + [f"run.seed = {seed}"]
+  bindings = run_bindings(name, seed)
   config = dict(gin_file=list(FLAGS.gin_file), bindings=bindings)
   path = os.path.join(FLAGS.cache, f"{name}.seed{seed}.json") if FLAGS.cache else None
   record = None if keep_model else read_cached(path, config)
@@ -296,7 +301,7 @@ def diagnose(name: str, seed: int, checkpoints: Sequence[int]) -> List[Dict]:
   from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel
   from mpl_tf.schedules import learning_rate_at  # pylint: disable=import-outside-toplevel
   keras.backend.clear_session()
-  _parse_gin(FLAGS.gin_file, bindings)
+  _parse_gin(FLAGS.gin_file, run_bindings(name, seed))
   steps = int(checkpoints[-1])
   keras.utils.set_random_seed(seed)
   data = experiment.load_data(seed)
