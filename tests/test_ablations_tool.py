@@ -45,6 +45,16 @@ def test_every_configuration_names_a_gin_file_that_exists():
     assert {method, *ablated} <= set(ablations.CONFIGS)
 
 
+def test_every_mpl_configuration_writes_its_feedback_out():
+  # A study's cached runs were measured with one feedback: a configuration that followed the recipe's default
+  # would mean something else once the default changes (issue 26 moved digits to the cosine at weight 0.1).
+  for name, (_, bindings, _) in ablations.CONFIGS.items():
+    if "run.method = 'mpl'" in bindings:
+      for key in ("MetaPseudoLabelsModel.feedback =", "MetaPseudoLabelsModel.mpl_weight ="):
+        assert any(b.startswith(key) for b in bindings), (name, key)
+  assert "MetaPseudoLabelsModel.feedback = 'label_effect'" in ablations.CONFIGS["mpl_uda_h0"][1]
+
+
 def test_the_label_mode_is_chosen_on_validation_not_test():
   results = {"mpl_sample": [run(0.99, 0.99, 0.80, 0.70)],   # best on test, worse on validation
              "mpl_argmax": [run(0.90, 0.90, 0.95, 0.70)],

@@ -36,13 +36,16 @@ flags.DEFINE_string("out", "docs/ablations.md", "markdown table to write (and it
                     "quotes it")
 flags.DEFINE_string("plot", "docs/ablations.png", "plot to write")
 
-_MPL = "run.method = 'mpl'"
+# The feedback these studies were run with (the digits recipe's default until rule D1 of issue 26 switched it to the
+# cosine at weight 0.1), written out so that each configuration keeps meaning what its cached runs measured.
+_MPL = ("run.method = 'mpl'", "MetaPseudoLabelsModel.feedback = 'label_effect'",
+        "MetaPseudoLabelsModel.mpl_weight = 1.0")
 _NO_UDA = "uda.weight = 0.0"
 
 
 def _feedback(form: str, reduction: str, batch_norm: str = "train"):
   """Bindings of one feedback variant (docs/feedback.md), written out so cached runs never follow a default."""
-  return [_MPL, f"MetaPseudoLabelsModel.feedback = '{form}'", f"MetaPseudoLabelsModel.mpl_reduction = '{reduction}'",
+  return [*_MPL, f"MetaPseudoLabelsModel.feedback = '{form}'", f"MetaPseudoLabelsModel.mpl_reduction = '{reduction}'",
           f"MetaPseudoLabelsModel.feedback_batch_norm = '{batch_norm}'"]
 # name -> (gin file, bindings, description). The MPL rows without UDA isolate the feedback best: there the
 # teacher learns from 50 labels plus the student's feedback and nothing else.
@@ -51,19 +54,19 @@ CONFIGS = {
     "pseudo_labels": ("gin/digits.gin", ["run.method = 'pseudo_labels'"],
                       "frozen supervised teacher's sampled labels"),
     "uda": ("gin/digits.gin", ["run.method = 'uda'"], "UDA (supervised + consistency), one network"),
-    "mpl_sample": ("gin/digits.gin", [_MPL, _NO_UDA], "MPL, sampled hard labels"),
-    "mpl_argmax": ("gin/digits.gin", [_MPL, _NO_UDA, "MetaPseudoLabelsModel.pseudo_labels = 'argmax'"],
+    "mpl_sample": ("gin/digits.gin", [*_MPL, _NO_UDA], "MPL, sampled hard labels"),
+    "mpl_argmax": ("gin/digits.gin", [*_MPL, _NO_UDA, "MetaPseudoLabelsModel.pseudo_labels = 'argmax'"],
                    "MPL, argmax hard labels"),
-    "mpl_soft": ("gin/digits.gin", [_MPL, _NO_UDA, "MetaPseudoLabelsModel.pseudo_labels = 'soft'"],
+    "mpl_soft": ("gin/digits.gin", [*_MPL, _NO_UDA, "MetaPseudoLabelsModel.pseudo_labels = 'soft'"],
                  "MPL, soft labels, exact meta-gradient"),
-    "mpl_sample_h0": ("gin/digits.gin", [_MPL, _NO_UDA, "MetaPseudoLabelsModel.mpl_weight = 0.0"],
+    "mpl_sample_h0": ("gin/digits.gin", [*_MPL, _NO_UDA, "MetaPseudoLabelsModel.mpl_weight = 0.0"],
                       "ablation: MPL sample with the feedback off (h = 0)"),
-    "mpl_sample_flipped": ("gin/digits.gin", [_MPL, _NO_UDA, "MetaPseudoLabelsModel.mpl_weight = -1.0"],
+    "mpl_sample_flipped": ("gin/digits.gin", [*_MPL, _NO_UDA, "MetaPseudoLabelsModel.mpl_weight = -1.0"],
                            "ablation: MPL sample with the sign of h flipped (popular ports)"),
-    "mpl_uda": ("gin/digits.gin", [_MPL], "MPL + the teacher's UDA (the paper's configuration)"),
-    "mpl_uda_h0": ("gin/digits.gin", [_MPL, "MetaPseudoLabelsModel.mpl_weight = 0.0"],
+    "mpl_uda": ("gin/digits.gin", [*_MPL], "MPL + the teacher's UDA (the paper's configuration)"),
+    "mpl_uda_h0": ("gin/digits.gin", [*_MPL, "MetaPseudoLabelsModel.mpl_weight = 0.0"],
                    "ablation: MPL + UDA with the feedback off"),
-    "mpl_uda_flipped": ("gin/digits.gin", [_MPL, "MetaPseudoLabelsModel.mpl_weight = -1.0"],
+    "mpl_uda_flipped": ("gin/digits.gin", [*_MPL, "MetaPseudoLabelsModel.mpl_weight = -1.0"],
                         "ablation: MPL + UDA with the sign of h flipped"),
     "reduced_mpl": ("gin/digits_reduced_mpl.gin", ["run.method = 'reduced_mpl'"],
                     "Reduced MPL (Appendix E): UDA big teacher, MLP reduced teacher"),
@@ -103,7 +106,7 @@ CONFIGS = {
     # (b) soft labels from softmax(T / tau) (exact meta-gradient) at the paper's 7 unlabeled images a labeled one,
     #     tau chosen on validation; each tau has its feedback-off twin (tau also changes the student's targets).
     **{f"mpl_uda_soft7_t{t}{off}": ("gin/digits.gin", [
-        _MPL, "MetaPseudoLabelsModel.pseudo_labels = 'soft'", "build_dataset.uda_ratio = 7",
+        *_MPL, "MetaPseudoLabelsModel.pseudo_labels = 'soft'", "build_dataset.uda_ratio = 7",
         f"MetaPseudoLabelsModel.label_temperature = {t}", f"MetaPseudoLabelsModel.mpl_weight = {1.0 if not off else 0.0}"],
         f"MPL + UDA, soft labels at temperature {t}, 7x unlabeled{', feedback off' if off else ''}")
        for t in ("0.5", "1", "2") for off in ("", "_h0")},
@@ -221,9 +224,9 @@ def feedback_scale(workdir: str, after_step: int) -> dict:
 
 
 def mpl_weight(name: str) -> float:
-  """The weight of the MPL term a configuration binds (1 when it binds none)."""
+  """The weight of the MPL term a configuration binds (the last binding wins, as in gin; 1 when it binds none)."""
   prefix = "MetaPseudoLabelsModel.mpl_weight = "
-  return next((float(b[len(prefix):]) for b in CONFIGS[name][1] if b.startswith(prefix)), 1.0)
+  return ([1.0] + [float(b[len(prefix):]) for b in CONFIGS[name][1] if b.startswith(prefix)])[-1]
 
 
 def feedback_table(names, after_step: int) -> list:

@@ -1,9 +1,14 @@
 """Signal and noise of the MPL feedback h in a real run: how much of h the pseudo labels decide.
 
-  python tools/feedback_snr.py --gin_file=gin/digits.gin --label=new --out=docs/feedback_snr.json
+  python tools/feedback_snr.py --gin_file=gin/digits.gin --label=new --out=docs/feedback_snr.json \\
+      --gin_bindings="MetaPseudoLabelsModel.feedback = 'label_effect'" \\
+      --gin_bindings="MetaPseudoLabelsModel.mpl_weight = 1.0"
   python tools/feedback_snr.py --gin_file=gin/digits.gin --label=old --out=docs/feedback_snr.json \\
       --gin_bindings="MetaPseudoLabelsModel.feedback = 'loss_difference'" \\
-      --gin_bindings="MetaPseudoLabelsModel.feedback_batch_norm = 'inference'"
+      --gin_bindings="MetaPseudoLabelsModel.feedback_batch_norm = 'inference'" \\
+      --gin_bindings="MetaPseudoLabelsModel.mpl_weight = 1.0"
+
+(gin/digits.gin's own feedback is the cosine, which has no label part to separate: name the form to probe.)
 
 Trains one MPL run of the gin configuration (the same code as `python -m mpl_tf.train`) and, in windows of
 consecutive steps after the student's wait (`--windows`, `--window_steps`), stops at every step and probes the
