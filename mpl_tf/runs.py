@@ -30,6 +30,16 @@ def train(gin_file, workdir: str, bindings) -> dict:
     return json.load(f)
 
 
+def thread_prefix() -> str:
+  """'TF_NUM_INTRAOP_THREADS=N ' when the sweep runs with it set, else ''; written before a report's command.
+
+  The intra-op thread count changes the order in which TensorFlow sums floats, so a figure regenerates bit for
+  bit only with the count it was measured with; the runs inherit this environment.
+  """
+  threads = os.environ.get("TF_NUM_INTRAOP_THREADS")
+  return f"TF_NUM_INTRAOP_THREADS={threads} " if threads else ""
+
+
 def scalars(workdir: str, phase: str) -> dict:
   """{tag: {step: value}} of the TensorBoard scalars a run wrote for `phase` (`workdir/summaries/<phase>`)."""
   import glob  # pylint: disable=import-outside-toplevel

@@ -47,7 +47,7 @@ with console.loading_tensorflow():  # TensorFlow's C++ log level is set before i
 
 # What our docs quote for a recipe's default split (a test holds each figure to its document): split -> (figure, where).
 QUOTED_SUPERVISED = {
-    "digits": ("supervised 90.07 +- 0.81 %, UDA 96.07 +- 1.51 %, MPL 95.67 +- 1.33 % (seeds 0-2)",
+    "digits": ("supervised 90.27 +- 1.01 %, UDA 96.00 +- 1.59 %, MPL 95.47 +- 1.36 % (seeds 0-2)",
                "docs/digits_results.md"),
     "two_moons": ("MPL 85.5 %, the same with the feedback off (mpl_weight = 0): 85.5 % (seeds 0-4)",
                   "docs/two_moons_feedback_no_uda/two_moons.md"),

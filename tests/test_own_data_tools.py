@@ -14,6 +14,13 @@ from mpl_tf import runs as run_lib  # pylint: disable=wrong-import-position
 from mpl_tf.models.cnn import auto_strides  # pylint: disable=wrong-import-position
 
 
+def test_a_report_command_names_the_thread_count_it_was_measured_with(monkeypatch):
+  monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+  assert run_lib.thread_prefix() == "TF_NUM_INTRAOP_THREADS=1 "
+  monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
+  assert run_lib.thread_prefix() == ""
+
+
 def test_paired_stats_by_hand():
   p = run_lib.paired_stats([1.0, 2.0, 3.0])
   assert p["mean"] == 2.0 and p["std"] == 1.0 and p["t"] == pytest.approx(2.0 / (1.0 / 3 ** 0.5))

@@ -52,10 +52,13 @@ def test_show_config_prints_every_value_with_the_file_and_line_that_sets_it_and_
   # own_data.gin overrides what gin/algorithms/mpl_uda.gin (included through gin/digits.gin) sets
   assert lines["MetaPseudoLabelsModel.pseudo_labels = 'soft'"] == (
       f"gin/own_data.gin:{_line_of('gin/own_data.gin', 'MetaPseudoLabelsModel.pseudo_labels')}")
-  assert lines["MetaPseudoLabelsModel.feedback = 'label_effect'"] == (
-      f"gin/algorithms/mpl_uda.gin:{_line_of('gin/algorithms/mpl_uda.gin', 'MetaPseudoLabelsModel.feedback =')}")
+  # ... as gin/digits.gin overrides its feedback, and own_data.gin's temperature overrides the class default
+  assert lines["MetaPseudoLabelsModel.feedback = 'cosine'"] == (
+      f"gin/digits.gin:{_line_of('gin/digits.gin', 'MetaPseudoLabelsModel.feedback =')}")
+  assert lines["MetaPseudoLabelsModel.label_temperature = 0.5"] == (
+      f"gin/own_data.gin:{_line_of('gin/own_data.gin', 'MetaPseudoLabelsModel.label_temperature')}")
   assert lines["run.seed = 4"] == "--gin_bindings:1"
-  assert lines["MetaPseudoLabelsModel.mpl_weight = 1.0"] == "default"
+  assert lines["MetaPseudoLabelsModel.teacher_supervised_weight = 1.0"] == "default"
   assert lines["run.steps = %STEPS"].startswith("gin/")
   assert os.listdir(tmp_path) == []  # no work directory, nothing written
 

@@ -290,8 +290,8 @@ def main(argv):
     for name in names:
       runs[name][seed] = run_config(name, seed)
   results = {name: [runs[name][s] for s in FLAGS.seeds] for name in names}
-  command = (f"python tools/ablations.py --seeds={','.join(FLAGS.seeds)} --steps={FLAGS.steps} "
-             f"--num_validation={FLAGS.num_validation} --configs={','.join(names)} --workroot={FLAGS.workroot} "
+  command = (f"{run_lib.thread_prefix()}python tools/ablations.py --seeds={','.join(FLAGS.seeds)} "
+             f"--steps={FLAGS.steps} --num_validation={FLAGS.num_validation} --configs={','.join(names)} --workroot={FLAGS.workroot} "
              f"--out={FLAGS.out} --plot={FLAGS.plot}")
   lines = [f"Command: `{command}`", "", *table(results), "", "Paired per-seed differences (selected):", "",
            *paired(results), "", "The student's gap to its own teacher (test):", "", *teacher_gap(results), "",

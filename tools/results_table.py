@@ -34,7 +34,8 @@ def run_one(method: str, seed: str) -> dict:
 def main(argv):
   del argv
   results = {m: [run_one(m, s) for s in FLAGS.seeds] for m in FLAGS.methods}
-  lines = [f"Test accuracy (%) over seeds {', '.join(FLAGS.seeds)}; command: `python tools/results_table.py "
+  prefix = run_lib.thread_prefix()  # the thread count the figures were measured with
+  lines = [f"Test accuracy (%) over seeds {', '.join(FLAGS.seeds)}; command: `{prefix}python tools/results_table.py "
            f"--gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} --seeds={','.join(FLAGS.seeds)} "
            f"--out={FLAGS.out}`"
            + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings), "",
