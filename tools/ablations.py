@@ -291,8 +291,8 @@ def main(argv):
       runs[name][seed] = run_config(name, seed)
   results = {name: [runs[name][s] for s in FLAGS.seeds] for name in names}
   command = (f"{run_lib.thread_prefix()}python tools/ablations.py --seeds={','.join(FLAGS.seeds)} "
-             f"--steps={FLAGS.steps} --num_validation={FLAGS.num_validation} --configs={','.join(names)} --workroot={FLAGS.workroot} "
-             f"--out={FLAGS.out} --plot={FLAGS.plot}")
+             f"--steps={FLAGS.steps} --num_validation={FLAGS.num_validation} --configs={','.join(names)} "
+             f"--workroot={FLAGS.workroot} --out={FLAGS.out} --plot={FLAGS.plot}")
   lines = [f"Command: `{command}`", "", *table(results), "", "Paired per-seed differences (selected):", "",
            *paired(results), "", "The student's gap to its own teacher (test):", "", *teacher_gap(results), "",
            "Chosen on validation:", "", *chosen_on_validation(results), "",
