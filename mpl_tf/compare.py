@@ -148,14 +148,15 @@ def gap_curve(workdirs, phase: str = "mpl") -> dict:
 
 
 def gap_lines(curve: dict, final_gap, distill_curve=None) -> list:
-  """Markdown: the gap over MPL, over the distill phase if any (columns `distill N`), then for the exported
-  student (after finetuning)."""
+  """Markdown: the gap over MPL, over the distill phase if any (columns `N (distill)`), then for the exported
+  student (after finetuning). Steps count across phases, as TensorBoard shows them: with 1,500 MPL steps the
+  distill phase's step 250 is column `1750 (distill)`."""
   if not curve:
     return ["(no teacher-student curve: the MPL runs were trained with run.eval_every = 0)"]
   columns = {str(s): v for s, v in curve.items()}
-  columns.update({f"distill {s}": v for s, v in (distill_curve or {}).items()})
+  columns.update({f"{s} (distill)": v for s, v in (distill_curve or {}).items()})
   return ["Teacher minus student on held-out data during MPL (points, mean over seeds; `run.eval_every`), during "
-          "the distill phase if any, and for the exported, finetuned student:", "",
+          "the distill phase if any (steps counted across phases), and for the exported, finetuned student:", "",
           "| step | " + " | ".join(columns) + " | exported |",
           "| --- | " + " | ".join("---" for _ in columns) + " | --- |",
           "| gap | " + " | ".join(f"{v:+.1f}" for v in columns.values()) + f" | {statistics.mean(final_gap):+.1f} |"]
@@ -221,7 +222,7 @@ def main(argv):
   mpl_dirs = [os.path.join(FLAGS.workroot, f"mpl.seed{seed}") for seed in FLAGS.seeds]
   curve, distill_curve = gap_curve(mpl_dirs), gap_curve(mpl_dirs, phase="distill")
   program = ["mpl-compare"] if os.path.basename(sys.argv[0]) == "mpl-compare" else ["python", "-m", "mpl_tf.compare"]
-  command = console.shell_join([*program, *(f"--gin_file={g}" for g in FLAGS.gin_file),
+  command = run_lib.thread_prefix() + console.shell_join([*program, *(f"--gin_file={g}" for g in FLAGS.gin_file),
                         f"--methods={','.join(FLAGS.methods)}", f"--seeds={','.join(FLAGS.seeds)}",
                         f"--steps={FLAGS.steps}", f"--workroot={FLAGS.workroot}", f"--out={FLAGS.out}",
                         *(f"--gin_bindings={b}" for b in FLAGS.gin_bindings)])

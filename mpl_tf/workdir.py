@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from mpl_tf import runs as run_lib
+
 CONFIG_FILE = "config.gin"
 COMMANDS_FILE = "commands.log"
 # Bindings that may differ between the runs of one directory: they change what is shown, saved or exported,
@@ -91,10 +93,12 @@ def _resolved(key: str, value: Optional[str]) -> Optional[str]:
 
 
 def log_command(workdir: str, argv: Sequence[str]) -> None:
-  """Appends the command as typed, with the time and the directory it ran from, to WORKDIR/commands.log (the
-  recorded configuration holds the data paths resolved)."""
+  """Appends the command as typed, with the time, the directory it ran from and the intra-op thread count when
+  one was set (it changes the figures: `runs.thread_prefix`), to WORKDIR/commands.log (the recorded
+  configuration holds the data paths resolved)."""
   with open(os.path.join(workdir, COMMANDS_FILE), "a") as f:
-    f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  cd {shlex.quote(os.getcwd())} && {shlex.join(argv)}\n")
+    f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  cd {shlex.quote(os.getcwd())} && "
+            f"{run_lib.thread_prefix()}{shlex.join(argv)}\n")
 
 
 def has_run(workdir: str) -> bool:

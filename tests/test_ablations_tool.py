@@ -52,6 +52,8 @@ def test_every_mpl_configuration_writes_its_feedback_out():
     if "run.method = 'mpl'" in bindings:
       for key in ("MetaPseudoLabelsModel.feedback =", "MetaPseudoLabelsModel.mpl_weight ="):
         assert any(b.startswith(key) for b in bindings), (name, key)
+      # one feedback form each: a second binding would silently override the first
+      assert sum(b.startswith("MetaPseudoLabelsModel.feedback =") for b in bindings) == 1, name
   assert "MetaPseudoLabelsModel.feedback = 'label_effect'" in ablations.CONFIGS["mpl_uda_h0"][1]
 
 

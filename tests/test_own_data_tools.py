@@ -11,14 +11,20 @@ import standins  # pylint: disable=wrong-import-position
 
 from mpl_tf import compare  # pylint: disable=wrong-import-position
 from mpl_tf import runs as run_lib  # pylint: disable=wrong-import-position
+from mpl_tf import workdir as workdir_lib  # pylint: disable=wrong-import-position
 from mpl_tf.models.cnn import auto_strides  # pylint: disable=wrong-import-position
 
 
-def test_a_report_command_names_the_thread_count_it_was_measured_with(monkeypatch):
+def test_a_report_command_names_the_thread_count_it_was_measured_with(monkeypatch, tmp_path):
   monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
   assert run_lib.thread_prefix() == "TF_NUM_INTRAOP_THREADS=1 "
+  workdir_lib.log_command(str(tmp_path), ["python", "-m", "mpl_tf.train", "--workdir=w"])  # the run's own record
   monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
   assert run_lib.thread_prefix() == ""
+  workdir_lib.log_command(str(tmp_path), ["python", "-m", "mpl_tf.train", "--workdir=w"])
+  first, second = (tmp_path / workdir_lib.COMMANDS_FILE).read_text().splitlines()
+  assert first.endswith("&& TF_NUM_INTRAOP_THREADS=1 python -m mpl_tf.train --workdir=w")
+  assert second.endswith("&& python -m mpl_tf.train --workdir=w")
 
 
 def test_paired_stats_by_hand():
@@ -101,8 +107,8 @@ def test_gap_curve_averages_the_teacher_student_gap_over_seeds_per_step(tmp_path
   lines = compare.gap_lines(curve, [1.5, 2.5])
   assert lines[-1] == "| gap | +40.0 | +0.5 | +2.0 |"
   assert "eval_every = 0" in compare.gap_lines({}, [1.0])[0]
-  with_distill = compare.gap_lines(curve, [1.5, 2.5], {500: 1.25})
-  assert with_distill[-3] == "| step | 250 | 500 | distill 500 | exported |"
+  with_distill = compare.gap_lines(curve, [1.5, 2.5], {750: 1.25})  # steps continue across phases
+  assert with_distill[-3] == "| step | 250 | 500 | 750 (distill) | exported |"
   assert with_distill[-1] == "| gap | +40.0 | +0.5 | +1.2 | +2.0 |"
   assert compare.gap_curve(runs, phase="distill") == {}
 

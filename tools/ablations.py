@@ -38,14 +38,16 @@ flags.DEFINE_string("plot", "docs/ablations.png", "plot to write")
 
 # The feedback these studies were run with (the digits recipe's default until rule D1 of issue 26 switched it to the
 # cosine at weight 0.1), written out so that each configuration keeps meaning what its cached runs measured.
-_MPL = ("run.method = 'mpl'", "MetaPseudoLabelsModel.feedback = 'label_effect'",
-        "MetaPseudoLabelsModel.mpl_weight = 1.0")
+_MPL_METHOD = "run.method = 'mpl'"
+_FULL_WEIGHT = "MetaPseudoLabelsModel.mpl_weight = 1.0"
+_MPL = (_MPL_METHOD, "MetaPseudoLabelsModel.feedback = 'label_effect'", _FULL_WEIGHT)
 _NO_UDA = "uda.weight = 0.0"
 
 
 def _feedback(form: str, reduction: str, batch_norm: str = "train"):
   """Bindings of one feedback variant (docs/feedback.md), written out so cached runs never follow a default."""
-  return [*_MPL, f"MetaPseudoLabelsModel.feedback = '{form}'", f"MetaPseudoLabelsModel.mpl_reduction = '{reduction}'",
+  return [_MPL_METHOD, _FULL_WEIGHT, f"MetaPseudoLabelsModel.feedback = '{form}'",
+          f"MetaPseudoLabelsModel.mpl_reduction = '{reduction}'",
           f"MetaPseudoLabelsModel.feedback_batch_norm = '{batch_norm}'"]
 # name -> (gin file, bindings, description). The MPL rows without UDA isolate the feedback best: there the
 # teacher learns from 50 labels plus the student's feedback and nothing else.

@@ -448,8 +448,8 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.get_logger().setLevel("ERROR")
   os.makedirs(FLAGS.out, exist_ok=True)
-  from mpl_tf import console  # pylint: disable=import-outside-toplevel
-  command = console.shell_join(["python", "tools/two_moons.py", *sys.argv[1:]])
+  from mpl_tf import console, runs as run_lib  # pylint: disable=import-outside-toplevel
+  command = run_lib.thread_prefix() + console.shell_join(["python", "tools/two_moons.py", *sys.argv[1:]])
   seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds))
   start = time.time()
   results, models = {}, {}
