@@ -40,6 +40,7 @@ from mpl_tf import runs as run_lib
 
 FLAGS = flags.FLAGS
 REDUCED_MPL_GIN = "gin/algorithms/reduced_mpl.gin"
+WHOLE = "MPL as a whole, against the best baseline"  # the last contrast: not a part, never in "What helped"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,7 @@ def contrasts(students: Dict[str, List[float]]) -> List[Tuple[str, str, str, Lis
   baselines = [a for a in students if ARMS[a].baseline]
   if "mpl" in students and baselines:
     best = max(baselines, key=lambda a: statistics.mean(students[a]))
-    out.append(("mpl", best, "MPL as a whole, against the best baseline",
+    out.append(("mpl", best, WHOLE,
                 [a - b for a, b in zip(students["mpl"], students[best])]))
   return out
 
@@ -128,7 +129,7 @@ def verdict(students: Dict[str, List[float]]) -> str:
   parts = [(arm, control, part, diffs, classify(diffs)) for arm, control, part, diffs in contrasts(students)]
   sentences = [f"{part[0].upper() + part[1:]}: {outcome} ({arm} {_figure(diffs, control)})."
                for arm, control, part, diffs, outcome in parts]
-  helped = [part for _, _, part, _, outcome in parts[:-1] if outcome == "helped"]
+  helped = [part for _, _, part, _, outcome in parts if outcome == "helped" and part != WHOLE]
   lead = ("What helped: " + "; ".join(helped) + "." if helped else
           "No part of MPL helped measurably against its own control.")
   return " ".join([lead] + sentences)

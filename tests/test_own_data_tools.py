@@ -61,6 +61,9 @@ def test_a_part_helps_only_on_every_seed_with_t_above_two():
   text = compare.verdict({"uda": [90.0, 90.0, 90.0], "mpl_feedback_off": [90.5, 90.4, 90.6],
                           "mpl": [91.6, 91.4, 91.5]})
   assert text.startswith("What helped: the teacher's feedback (MPL's term); a student learning only")
+  # Called as a library with no baseline arm, the feedback is the only contrast and still counts as a part.
+  assert compare.verdict({"mpl_feedback_off": [90.5, 90.4, 90.6], "mpl": [91.6, 91.4, 91.5]}).startswith(
+      "What helped: the teacher's feedback (MPL's term).")
 
 
 def test_standin_splits_are_disjoint_balanced_and_cover_the_digits():
