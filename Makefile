@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine (each installs what it needs into .venv):
-#   make digits      train MPL on real handwritten digits (offline, 5-10 minutes), results in runs/digits
+#   make digits      train MPL on real handwritten digits (offline, 10-20 minutes on one thread), results in runs/digits
 #   make test        run the default test suite (slow tests excluded)
 # make two_moons: the paper's TwoMoon experiment (a few minutes).
 PY ?= python3

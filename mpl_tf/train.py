@@ -69,8 +69,8 @@ def summary(metrics, workdir: str, exported: bool) -> str:
   if "teacher/accuracy" in metrics:
     scores.append(f"teacher {pct('teacher/accuracy')}")
   lines.append("  test accuracy: " + "; ".join(scores))
+  lead = "on this split our docs quote"
   for i, (figure, where) in enumerate(QUOTED_FIGURES.get(base, ())):
-    lead = "on this split our docs quote"
     lines.append(f"  {lead if i == 0 else 'and'.rjust(len(lead))}: {figure} ({where})")
   # The commands are quoted for a shell (a work directory with a space in it), to be copied as they are.
   lines.append(f"  metrics: {os.path.join(workdir, 'metrics.json')}; curves: tensorboard --logdir "
