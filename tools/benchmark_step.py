@@ -189,8 +189,8 @@ def build_cases(tf, keras, args, element: Element, jit: bool, only=None, keras_l
   def teacher_pass(u_weak, u_strong, options):
     with tf.GradientTape() as tape:
       out = uda_objective(teacher, e.x_l, e.y_l, u_weak, u_strong, step0, label_smoothing=0.15, **options)
-      labels = tf.zeros([tf.shape(out["strong"])[0]], tf.int32)
-      loss = out["loss"] + tf.reduce_mean(losses.cross_entropy(labels, out["strong"]))
+      labels = tf.zeros([tf.shape(out.strong)[0]], tf.int32)
+      loss = out.loss + tf.reduce_mean(losses.cross_entropy(labels, out.strong))
     t_opt.apply_gradients(zip(tape.gradient(loss, t_vars), t_vars))
     return loss
 

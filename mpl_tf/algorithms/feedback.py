@@ -15,11 +15,11 @@ things decide whether that signal measures the *labels* (docs/feedback.md has th
    x_l alone, as the official code and MPL-pytorch do, but with dropout off so that two evaluations at the same
    weights agree exactly), always computed in full precision: under mixed_bfloat16 a bfloat16 difference of two
    nearly equal losses is mostly rounding.
-The caller (`MetaPseudoLabelsModel._student_step`) keeps batch-norm moving statistics out of the measurement
+`student_step` keeps batch-norm moving statistics out of the measurement
 with `read_statistics` / `assign_statistics`, so h is exactly 0 when the student's learning rate is 0.
 """
 import contextlib
-from typing import List, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 import tensorflow as tf
 
@@ -27,6 +27,28 @@ from mpl_tf import losses
 from mpl_tf.keras import keras
 
 BATCH_NORM_MODES = ("inference", "train")
+# h: the label effect L(theta + D0) - L(theta'), the paper's L(theta) - L(theta'), the label effect's first-order
+# form, or the cosine of the two gradients in it (|h| <= 1; docs/feedback.md).
+FORMS = ("label_effect", "loss_difference", "dot_product", "cosine")
+
+
+class StudentStep(NamedTuple):
+  """The student's step on the pseudo labels and its labeled loss measured around it (`student_step`).
+
+  `h` is the feedback (one of `FORMS`); `h_raw` = L(theta) - L(theta'); where the optimizer's
+  step is known (`step_size` = c * eta), `h_label` = L(theta + D0) - L(theta') and `h_null` = L(theta) -
+  L(theta + D0), else None. `stepped` is False after a step a loss-scale optimizer skipped."""
+  h: tf.Tensor
+  h_raw: tf.Tensor
+  h_label: Optional[tf.Tensor]
+  h_null: Optional[tf.Tensor]
+  loss_u: tf.Tensor
+  loss_before: tf.Tensor
+  loss_after: tf.Tensor
+  grads_u: list
+  grads_after: Optional[list]
+  step_size: Optional[tf.Tensor]
+  stepped: tf.Tensor
 
 
 def step_coefficient(optimizer: keras.optimizers.Optimizer) -> Optional[float]:
@@ -132,3 +154,66 @@ def evaluate_at_null_step(student: keras.Model, applied_grads, step_size: tf.Ten
   for variable, value_after in zip(variables, theta_after):
     variable.assign(value_after)
   return value
+
+
+def student_step(student: keras.Model, apply: Callable, optimizer: keras.optimizers.Optimizer, x_l, y_l, u,
+                 targets, learning_rate, *, feedback: str, batch_norm: str, coefficient: Optional[float],
+                 label_smoothing: float = 0.0, need_grads_after: bool = False) -> StudentStep:
+  """One optimizer step of the student on (u, targets), with its labeled loss measured around it.
+
+  `apply(tape, loss, variables)` takes the step (the model's clipping and loss scaling) and returns the
+  gradients applied; `coefficient` is `step_coefficient(optimizer)`; `feedback` one of `FORMS`. The
+  pseudo-label gradients `grads_u` are clipped as applied but not stopped, so that with soft targets the caller's
+  tape can differentiate them; `grads_after` (the labeled loss's gradient at the updated weights) is taken when
+  asked or when the feedback needs it.
+  """
+  variables = student.trainable_variables
+
+  def measure():
+    return labeled_loss(student, x_l, y_l, batch_norm)
+
+  stats_before = read_statistics(student)
+  loss_before = measure()
+  if batch_norm == "train":  # a training-mode forward moved the moving statistics: only the student's step may
+    assign_statistics(student, stats_before)
+  with tf.GradientTape() as s_tape:
+    s_logits_u = student(u, training=True)
+    if targets.dtype.is_integer:
+      loss_u = tf.reduce_mean(losses.cross_entropy(targets, s_logits_u, label_smoothing))
+    else:
+      smoothed = losses.smooth_targets(targets, label_smoothing)
+      loss_u = tf.reduce_mean(losses.soft_cross_entropy(smoothed, s_logits_u))
+  grads_u = apply(s_tape, loss_u, variables)
+  # A step a loss-scale optimizer skipped (overflowed gradients) moved nothing: zeros stand for its gradients.
+  stepped, grads_u = as_taken(optimizer, grads_u)
+  applied = [None if g is None else tf.stop_gradient(g) for g in grads_u]
+
+  # The losses after the step see the moving statistics of before it (inference mode) and leave them as the
+  # student's step set them: the weight update is the only difference between the measurements.
+  stats_after = read_statistics(student)
+  if batch_norm == "inference":
+    assign_statistics(student, stats_before)
+  grads_after = None
+  if need_grads_after or feedback in ("dot_product", "cosine"):
+    with tf.GradientTape() as after_tape:
+      loss_after = measure()
+    grads_after = after_tape.gradient(loss_after, variables)
+  else:
+    loss_after = measure()
+  step_size = h_label = h_null = None
+  if coefficient is not None:
+    step_size = tf.cast(coefficient, tf.float32) * learning_rate
+    loss_null = evaluate_at_null_step(student, applied, step_size, measure)
+    h_label = losses.feedback_from_losses(loss_null, loss_after)
+    h_null = losses.feedback_from_losses(loss_before, loss_null)
+  assign_statistics(student, stats_after)
+  h_raw = losses.feedback_from_losses(loss_before, loss_after)
+  if feedback == "dot_product":
+    h = losses.feedback_dot_product(step_size, grads_after, applied)
+  elif feedback == "cosine":
+    h = losses.feedback_cosine(grads_after, applied)
+  else:
+    h = h_label if feedback == "label_effect" else h_raw
+  return StudentStep(h=h, h_raw=h_raw, h_label=h_label, h_null=h_null, loss_u=loss_u, loss_before=loss_before,
+                     loss_after=loss_after, grads_u=grads_u, grads_after=grads_after, step_size=step_size,
+                     stepped=stepped)

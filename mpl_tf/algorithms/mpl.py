@@ -25,7 +25,8 @@ One `train_step` (Algorithm 1, with the teacher's auxiliary losses of section 3.
 The math is in `mpl_tf.losses`, the derivation in docs/feedback.md; this file only orchestrates tapes,
 optimizers and metrics.
 """
-from typing import List, Optional
+import contextlib
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import tensorflow as tf
 
@@ -40,8 +41,43 @@ from mpl_tf.algorithms.uda import NO_UDA, UDASettings, uda_objective
 from mpl_tf.keras import keras
 from mpl_tf.schedules import learning_rate_at
 
-FEEDBACK_MODES = ("label_effect", "loss_difference", "dot_product", "cosine")
+FEEDBACK_MODES = feedback_lib.FORMS
 TEACHER_ACTIVATIONS = ("keep", "recompute")
+
+
+class Batch(NamedTuple):
+  """A training element as the step reads it (`_split`)."""
+  x_l: tf.Tensor
+  y_l: tf.Tensor
+  u_student: tf.Tensor  # the student's view of the unlabeled batch
+  teacher_inputs: Any   # what `_teacher_objective` reads besides (x_l, y_l): `Views`; Reduced MPL: stored predictions
+
+
+class Views(NamedTuple):
+  """The unlabeled batch's views; with one view, `strong` is `weak` and `two` is False."""
+  weak: tf.Tensor
+  strong: tf.Tensor
+  two: bool
+
+
+class TeacherForward(NamedTuple):
+  """The teacher's training-mode forward (`_teacher_objective`): its own loss (supervised, + UDA), its logits on
+  the view the pseudo labels come from, and the metrics of its own terms."""
+  loss: tf.Tensor
+  logits_u: tf.Tensor
+  metrics: Dict[str, tf.Tensor]
+
+
+class PseudoLabelStep(NamedTuple):
+  """Steps 2-4 (`_pseudo_label_step`): the student's step, the labels it trained on, the baseline b and h - b;
+  soft labels: the one-step meta-objective and, when the labels came from detached logits, its gradient with
+  respect to them (`cotangent`, scaled as the teacher's loss is)."""
+  student: feedback_lib.StudentStep
+  targets: tf.Tensor
+  baseline: tf.Tensor
+  advantage: tf.Tensor
+  meta_objective: Optional[tf.Tensor]
+  cotangent: Optional[tf.Tensor]
 
 
 class MetaPseudoLabelsModel(SemiSupervisedModel):
@@ -156,108 +192,115 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
 
   # --- one MPL step ------------------------------------------------------------------------------
   def train_step(self, data):
+    """Steps 1-5 of the module doc. 'keep' and 'recompute' differ only in where the pseudo labels' teacher
+    logits come from: keep draws them from the forward the teacher's tape records, recompute from an earlier
+    forward outside any tape, which the recorded one then repeats exactly (`recompute`: same moving statistics,
+    same dropout masks), so that the teacher's activations are not alive through the student's step."""
     batch = self._split(data)
     student_lr = learning_rate_at(self.student_optimizer)
     t_vars = self.teacher.trainable_variables
+    step = None
     if self.teacher_activations == "recompute":
-      return self._train_step_recomputing(batch, student_lr, t_vars)
+      state = recompute.snapshot(self.teacher)
+      logits = tf.stop_gradient(self._checked(self._teacher_objective(batch)))
+      step = self._pseudo_label_step(batch, logits, student_lr, detached=True)
+      batch = recompute.after([step.student.h, step.cotangent], batch, name="teacher_input_after_student",
+                              xla_barrier=bool(getattr(self, "_jit_compile", False)))
+      recompute.restore(self.teacher, state)
     # Only the teacher's variables are watched, so the student's forward and update are not recorded here
     # unless they depend on the teacher's output (soft labels: the nested tape the meta-gradient needs).
     with tf.GradientTape(watch_accessed_variables=False) as t_tape:
       t_tape.watch(t_vars)
-      t = self._teacher_objective(batch)
-      s, mpl, _ = self._feedback(batch["x_l"], batch["y_l"], batch["u_student"], self._checked(t), student_lr)
-      t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
-    return self._update_teacher(t_tape, t, t_loss, t_vars, s, mpl, student_lr)
-
-  def _train_step_recomputing(self, batch, student_lr, t_vars):
-    """`teacher_activations='recompute'`: the teacher's forward pass runs twice, before the student's step
-    (no tape: only its logits are needed, for the pseudo labels) and after it (under the tape, for the backward
-    pass). The second repeats the first exactly (`recompute`: same moving statistics, same dropout masks), so
-    the step computes what `train_step` does, without the teacher's activations alive through the student's.
-
-    Soft labels: the meta-gradient reaches the teacher only through its logits on the unlabeled batch, so it is
-    taken with respect to those logits during the student's step (`label_tape`) and handed to the second forward
-    as a constant cotangent.
-    """
-    soft = self.pseudo_label_mode == "soft"
-    state = recompute.snapshot(self.teacher)
-    logits = tf.stop_gradient(self._checked(self._teacher_objective(batch)))
-    with tf.GradientTape(watch_accessed_variables=False) as label_tape:
-      if soft:
-        label_tape.watch(logits)
-      s, mpl, targets = self._feedback(batch["x_l"], batch["y_l"], batch["u_student"], logits, student_lr)
-    scale = None  # mixed_float16: the meta-gradient runs back through the student's float16 passes, scaled
-    if isinstance(self.teacher_optimizer, keras.mixed_precision.LossScaleOptimizer):
-      scale = tf.cast(self.teacher_optimizer.loss_scale, tf.float32)
-    cotangent = label_tape.gradient(mpl, logits, output_gradients=None if scale is None else tf.cast(
-        scale, mpl.dtype)) if soft else None
-    batch = recompute.after([s["h"], cotangent], batch, name="teacher_input_after_student",
-                            xla_barrier=bool(getattr(self, "_jit_compile", False)))
-    recompute.restore(self.teacher, state)
-    with tf.GradientTape(watch_accessed_variables=False) as t_tape:
-      t_tape.watch(t_vars)
-      t = self._teacher_objective(batch)
-      again = t["logits_u"]
-      if soft:  # value: the MPL term; gradient: cotangent . d logits / d theta_T (unscaled, in float32)
-        unscaled = tf.stop_gradient(tf.cast(cotangent, tf.float32) / (1.0 if scale is None else scale))
-        moved = tf.cast(again, tf.float32) - tf.stop_gradient(tf.cast(again, tf.float32))  # 0, with a gradient
-        # multiply_no_nan: 0 where `moved` is 0 even when an overflowed loss scale made the cotangent inf (the
-        # loss-scale optimizer skips that step; a NaN value would stop the run).
-        mpl = mpl + tf.cast(tf.reduce_sum(tf.math.multiply_no_nan(unscaled, moved)), mpl.dtype)
-      else:  # the expression `_feedback` computes, on the recomputed logits
-        mpl = losses.mpl_teacher_loss(s["advantage"], targets, self._label_logits(again), self.mpl_reduction)
-      t_loss = t["loss"] + tf.cast(self.mpl_weight, mpl.dtype) * mpl
-    return self._update_teacher(t_tape, t, t_loss, t_vars, s, mpl, student_lr)
+      teacher = self._teacher_objective(batch)
+      if step is None:
+        step = self._pseudo_label_step(batch, self._checked(teacher), student_lr)
+      mpl = self._mpl_term(step, teacher.logits_u)
+      t_loss = teacher.loss + tf.cast(self.mpl_weight, mpl.dtype) * mpl
+    return self._update_teacher(t_tape, teacher, t_loss, t_vars, step, mpl, student_lr)
 
   # --- the teacher's side: the hooks a variant overrides (ReducedMetaPseudoLabelsModel) ----------------------
-  def _split(self, data) -> dict:
-    """A training element -> {x_l, y_l, u_student (the student's view), and what `_teacher_objective` reads}."""
+  def _split(self, data) -> Batch:
+    """A training element -> the student's inputs and what `_teacher_objective` reads (the unlabeled views)."""
     x_l, y_l, u_weak, u_strong = unpack(data)
     if u_weak is None:
       raise ValueError("MetaPseudoLabelsModel trains on ((x_l, y_l), x_u) or ((x_l, y_l), (x_u_weak, "
                        "x_u_strong)) elements; got labeled data only")
     views = views_of(u_weak, u_strong)  # with one unlabeled view, it is both the student's and the labels'
-    return dict(x_l=x_l, y_l=y_l, u_student=views[self.student_view], views=views, two_views=u_strong is not None)
+    return Batch(x_l=x_l, y_l=y_l, u_student=views[self.student_view],
+                 teacher_inputs=Views(views["weak"], views["strong"], two=u_strong is not None))
 
-  def _teacher_objective(self, batch: dict) -> dict:
-    """The teacher's forward in training mode and its own losses: {loss, logits_u (on the labels' view), metrics}.
+  def _teacher_objective(self, batch: Batch) -> TeacherForward:
+    """The teacher's forward in training mode and its own losses.
 
     Without UDA the teacher needs the labels' view only: the other view's forward and backward would cost a
     third more teacher work for nothing (tools/benchmark_step.py, BENCHMARKS.md).
     """
-    views, two = batch["views"], batch["two_views"]
-    label_view = self.pseudo_label_view if two else "weak"
-    uda_on = self.teacher_options["uda"].weight > 0 and two
-    t_weak, t_strong = (views["weak"], views["strong"]) if uda_on else (views[label_view], None)
-    t = uda_objective(self.teacher, batch["x_l"], batch["y_l"], t_weak, t_strong, self.global_step,
+    views = batch.teacher_inputs
+    label_view = self.pseudo_label_view if views.two else "weak"
+    uda_on = self.teacher_options["uda"].weight > 0 and views.two
+    t_weak, t_strong = (views.weak, views.strong) if uda_on else (getattr(views, label_view), None)
+    t = uda_objective(self.teacher, batch.x_l, batch.y_l, t_weak, t_strong, self.global_step,
                       **self.teacher_options)
-    metrics = {"teacher/supervised_loss": t["supervised_loss"]}
-    if "uda_loss" in t:
-      metrics.update({"uda/loss": t["uda_loss"], "uda/mask_ratio": t["uda_mask_ratio"], "uda/weight": t["uda_weight"]})
-    return dict(loss=t["loss"], logits_u=t[label_view] if uda_on else t["weak"], metrics=metrics)
+    metrics = {"teacher/supervised_loss": t.supervised_loss}
+    if t.uda_loss is not None:
+      metrics.update({"uda/loss": t.uda_loss, "uda/mask_ratio": t.uda_mask_ratio, "uda/weight": t.uda_weight})
+    return TeacherForward(loss=t.loss, logits_u=getattr(t, label_view) if uda_on else t.weak, metrics=metrics)
 
-  def _feedback(self, x_l, y_l, u, t_logits_u, student_lr):
-    """Steps 2-5 (module doc), inside the teacher's tape: pseudo labels from the teacher's logits on the
-    labels' view (`t_logits_u`), the student's step on them with its view `u`, and the teacher's MPL term.
-
-    Returns (the `_student_step` dict, which also holds the baseline `b` used, the MPL term, the pseudo labels).
-    """
+  # --- steps 2-5 -------------------------------------------------------------------------------------------
+  def _pseudo_label_step(self, batch: Batch, t_logits_u: tf.Tensor, student_lr, detached: bool = False):
+    """Steps 2-4: pseudo labels from the teacher's logits on the labels' view, the student's step on them with
+    its own view, h and h - b. Called inside the teacher's tape (keep), or on `detached` logits (recompute):
+    then a soft label's meta-gradient is taken with respect to the logits (`PseudoLabelStep.cotangent`) and
+    handed to the recorded forward as a constant."""
     soft = self.pseudo_label_mode == "soft"
-    logits = self._label_logits(t_logits_u)  # the labels are drawn from, and scored under, softmax(logits)
-    if soft:
-      targets = tf.nn.softmax(logits, axis=-1)
-    else:
-      targets = layout.pseudo_labels(logits, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
-    s = self._student_step(x_l, y_l, u, targets, student_lr, need_grads_after=soft)
-    s["baseline"] = tf.cast(self.h_baseline.read_value(), s["h"].dtype)
-    # h - b; 0 after a skipped student step (mixed_float16 overflow): that step says nothing about the labels.
-    s["advantage"] = tf.where(s["stepped"], s["h"] - s["baseline"], tf.zeros_like(s["h"]))
-    if soft:
-      mpl = losses.soft_meta_objective(s["step_size"], s["grads_u"], s["grads_after"])
-    else:
-      mpl = losses.mpl_teacher_loss(s["advantage"], targets, logits, self.mpl_reduction)
-    return s, mpl, targets
+    watch = soft and detached
+    with tf.GradientTape(watch_accessed_variables=False) if watch else contextlib.nullcontext() as label_tape:
+      if watch:
+        label_tape.watch(t_logits_u)
+      logits = self._label_logits(t_logits_u)  # the labels are drawn from, and scored under, softmax(logits)
+      if soft:
+        targets = tf.nn.softmax(logits, axis=-1)
+      else:
+        targets = layout.pseudo_labels(logits, self.pseudo_label_mode, self._sampling_seed(), self.mesh)
+      s = feedback_lib.student_step(
+          self.student, lambda tape, loss, variables: self._apply(tape, loss, variables, self.student_optimizer),
+          self.student_optimizer, batch.x_l, batch.y_l, batch.u_student, targets, student_lr,
+          feedback=self.feedback, batch_norm=self.feedback_batch_norm, coefficient=self.step_coefficient,
+          label_smoothing=self.student_label_smoothing, need_grads_after=soft)
+      baseline = tf.cast(self.h_baseline.read_value(), s.h.dtype)
+      # h - b; 0 after a skipped student step (mixed_float16 overflow): that step says nothing about the labels.
+      advantage = tf.where(s.stepped, s.h - baseline, tf.zeros_like(s.h))
+      meta = losses.soft_meta_objective(s.step_size, s.grads_u, s.grads_after) if soft else None
+    cotangent = None
+    if watch:  # mixed_float16: the meta-gradient runs back through the student's float16 passes, scaled
+      scale = self._teacher_loss_scale()
+      cotangent = label_tape.gradient(meta, t_logits_u, output_gradients=None if scale is None else tf.cast(
+          scale, meta.dtype))
+    return PseudoLabelStep(student=s, targets=targets, baseline=baseline, advantage=advantage,
+                           meta_objective=meta, cotangent=cotangent)
+
+  def _mpl_term(self, step: PseudoLabelStep, t_logits_u: tf.Tensor) -> tf.Tensor:
+    """Step 5's MPL term on the logits the teacher's tape recorded. Hard labels: (h - b) * CE(y_hat, T(x_u) /
+    tau), the score of the label under the distribution it was drawn from. Soft labels: the meta-objective,
+    through the student's step (keep) or, after a recompute, its value plus cotangent . logits, whose gradient
+    is the meta-gradient (the cotangent unscaled, in float32)."""
+    if self.pseudo_label_mode != "soft":
+      return losses.mpl_teacher_loss(step.advantage, step.targets, self._label_logits(t_logits_u),
+                                     self.mpl_reduction)
+    if step.cotangent is None:
+      return step.meta_objective
+    scale = self._teacher_loss_scale()
+    unscaled = tf.stop_gradient(tf.cast(step.cotangent, tf.float32) / (1.0 if scale is None else scale))
+    moved = tf.cast(t_logits_u, tf.float32) - tf.stop_gradient(tf.cast(t_logits_u, tf.float32))  # 0, a gradient
+    # multiply_no_nan: 0 where `moved` is 0 even when an overflowed loss scale made the cotangent inf (the
+    # loss-scale optimizer skips that step; a NaN value would stop the run).
+    return step.meta_objective + tf.cast(tf.reduce_sum(tf.math.multiply_no_nan(unscaled, moved)),
+                                         step.meta_objective.dtype)
+
+  def _teacher_loss_scale(self) -> Optional[tf.Tensor]:
+    if isinstance(self.teacher_optimizer, keras.mixed_precision.LossScaleOptimizer):
+      return tf.cast(self.teacher_optimizer.loss_scale, tf.float32)
+    return None
 
   def _label_logits(self, t_logits_u: tf.Tensor) -> tf.Tensor:
     """T(x_u) / tau (`label_temperature`): the logits of the distribution the pseudo labels come from. Inside
@@ -267,7 +310,7 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     return t_logits_u / tf.cast(self.label_temperature, t_logits_u.dtype)
 
   @staticmethod
-  def _checked(teacher: dict) -> tf.Tensor:
+  def _checked(teacher: TeacherForward) -> tf.Tensor:
     """The teacher's logits on the labels' view; NaN logits would make sampling return out-of-range labels, so
     the step fails here with a message that says so.
 
@@ -275,99 +318,39 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     loss scale overflows the scaled gradient by design (LossScaleOptimizer skips that step and lowers the scale),
     and `check_numerics` on the gradient path turned that into a crash.
     """
-    logits = teacher["logits_u"]
-    check = tf.debugging.check_numerics(tf.stop_gradient(logits), "MPL teacher logits on the unlabeled batch")
+    check = tf.debugging.check_numerics(tf.stop_gradient(teacher.logits_u),
+                                        "MPL teacher logits on the unlabeled batch")
     with tf.control_dependencies([check]):
-      return tf.identity(logits)
+      return tf.identity(teacher.logits_u)
 
-  def _update_teacher(self, t_tape, t, t_loss, t_vars, s, mpl, student_lr):
+  def _update_teacher(self, t_tape, teacher: TeacherForward, t_loss, t_vars, step: PseudoLabelStep, mpl,
+                      student_lr):
     """The teacher's update, the baseline's, the EMA student's (in `_finish_step`), the step's metrics."""
     teacher_lr = learning_rate_at(self.teacher_optimizer)
     self._apply(t_tape, t_loss, t_vars, self.teacher_optimizer)
+    s = step.student
     if self.baseline_decay > 0:  # a skipped student step leaves the baseline as it was
-      moved = losses.moving_average(self.h_baseline, s["h"], self.baseline_decay)
-      self.h_baseline.assign(tf.where(s["stepped"], moved, self.h_baseline.read_value()))
+      moved = losses.moving_average(self.h_baseline, s.h, self.baseline_decay)
+      self.h_baseline.assign(tf.where(s.stepped, moved, self.h_baseline.read_value()))
     self._track("teacher/loss", t_loss)
     self._track("teacher/mpl_loss", mpl)
-    self._track("student/loss", s["loss_u"])
-    self._track("student/labeled_loss", s["loss_before"])
-    self._track("mpl/h", s["h"])
-    self._track("mpl/h_baseline", s["baseline"])
+    self._track("student/loss", s.loss_u)
+    self._track("student/labeled_loss", s.loss_before)
+    self._track("mpl/h", s.h)
+    self._track("mpl/h_baseline", step.baseline)
     # Diagnostics of the feedback's signal and noise (docs/feedback.md): h_raw = h_null + h_label, where h_null
     # depends on the optimizer's state only and h_label on the pseudo labels.
-    self._track("mpl/h_raw", s["h_raw"])
-    if "h_label" in s:
-      self._track("mpl/h_label", s["h_label"])
-      self._track("mpl/h_null", s["h_null"])
-      self._track("mpl/h_label_sq", tf.square(s["h_label"]))
-      self._track("mpl/h_null_sq", tf.square(s["h_null"]))
+    self._track("mpl/h_raw", s.h_raw)
+    if s.h_label is not None:
+      self._track("mpl/h_label", s.h_label)
+      self._track("mpl/h_null", s.h_null)
+      self._track("mpl/h_label_sq", tf.square(s.h_label))
+      self._track("mpl/h_null_sq", tf.square(s.h_null))
     self._track("lr/student", student_lr)
     self._track("lr/teacher", teacher_lr)
-    for name, value in t["metrics"].items():
+    for name, value in teacher.metrics.items():
       self._track(name, value)
     return self._finish_step()
-
-  def _student_step(self, x_l, y_l, u, targets, learning_rate, need_grads_after: bool):
-    """One optimizer step of the student on (u, targets), with its labeled loss measured around it.
-
-    Returns a dict with the feedback `h` (per `self.feedback`), `h_raw`, and, when the optimizer's step is
-    known (`step_coefficient`), `h_label` and `h_null`; the pseudo-label loss `loss_u`; the labeled losses
-    `loss_before` / `loss_after`; `step_size` (c * eta); the pseudo-label gradients `grads_u` clipped as applied
-    but not stopped (so that with soft targets the caller's tape can differentiate them); and, when asked or
-    needed, `grads_after`, the gradient of the labeled loss at the updated weights.
-    """
-    student, variables = self.student, self.student.trainable_variables
-    mode = self.feedback_batch_norm
-
-    def measure():
-      return feedback_lib.labeled_loss(student, x_l, y_l, mode)
-
-    stats_before = feedback_lib.read_statistics(student)
-    loss_before = measure()
-    if mode == "train":  # a training-mode forward moved the moving statistics: only the student's step may
-      feedback_lib.assign_statistics(student, stats_before)
-    with tf.GradientTape() as s_tape:
-      s_logits_u = student(u, training=True)
-      if targets.dtype.is_integer:
-        loss_u = tf.reduce_mean(losses.cross_entropy(targets, s_logits_u, self.student_label_smoothing))
-      else:
-        smoothed = losses.smooth_targets(targets, self.student_label_smoothing)
-        loss_u = tf.reduce_mean(losses.soft_cross_entropy(smoothed, s_logits_u))
-    grads_u = self._apply(s_tape, loss_u, variables, self.student_optimizer)
-    # A step a loss-scale optimizer skipped (overflowed gradients) moved nothing: zeros stand for its gradients.
-    stepped, grads_u = feedback_lib.as_taken(self.student_optimizer, grads_u)
-    applied = [None if g is None else tf.stop_gradient(g) for g in grads_u]
-
-    # The losses after the step see the moving statistics of before it (inference mode) and leave them as the
-    # student's step set them: the weight update is the only difference between the measurements.
-    stats_after = feedback_lib.read_statistics(student)
-    if mode == "inference":
-      feedback_lib.assign_statistics(student, stats_before)
-    grads_after = None
-    if need_grads_after or self.feedback in ("dot_product", "cosine"):
-      with tf.GradientTape() as after_tape:
-        loss_after = measure()
-      grads_after = after_tape.gradient(loss_after, variables)
-    else:
-      loss_after = measure()
-    out = {"loss_u": loss_u, "loss_before": loss_before, "loss_after": loss_after, "grads_u": grads_u,
-           "grads_after": grads_after, "h_raw": losses.feedback_from_losses(loss_before, loss_after),
-           "stepped": stepped}
-    if self.step_coefficient is not None:
-      out["step_size"] = tf.cast(self.step_coefficient, tf.float32) * learning_rate
-      loss_null = feedback_lib.evaluate_at_null_step(student, applied, out["step_size"], measure)
-      out["h_label"] = losses.feedback_from_losses(loss_null, loss_after)
-      out["h_null"] = losses.feedback_from_losses(loss_before, loss_null)
-    feedback_lib.assign_statistics(student, stats_after)
-
-    if self.feedback == "dot_product":
-      out["h"] = losses.feedback_dot_product(out["step_size"], grads_after, applied)
-    elif self.feedback == "cosine":
-      out["h"] = losses.feedback_cosine(grads_after, applied)
-    else:
-      out["h"] = out["h_label"] if self.feedback == "label_effect" else out["h_raw"]
-    return out
-
 
 
 def phases(builder, student_wait_steps: int = 0) -> List[Phase]:
@@ -386,4 +369,4 @@ def phases(builder, student_wait_steps: int = 0) -> List[Phase]:
           *builder.make(distill, builder), *finetune(builder)]
 
 
-METHOD = Method("mpl", phases)
+METHOD = Method("mpl", phases, configurables=((MetaPseudoLabelsModel, None), (phases, "mpl"), (distill, "distill")))

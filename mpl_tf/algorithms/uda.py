@@ -5,7 +5,7 @@ called by `MetaPseudoLabelsModel`), so both train the very same teacher loss, fr
 in gin as `uda.*` and handed to whichever method the run trains).
 """
 import dataclasses
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import tensorflow as tf
 
@@ -36,29 +36,40 @@ class UDASettings:
 NO_UDA = UDASettings(weight=0.0)
 
 
+class Objective(NamedTuple):
+  """One training-mode forward of a network on [x_l, x_u_weak(, x_u_strong)] and its losses (`uda_objective`).
+  The UDA fields are None when the consistency term is off."""
+  loss: tf.Tensor                 # supervised_weight * supervised_loss (+ uda_weight * uda_loss)
+  supervised_loss: tf.Tensor
+  labeled: tf.Tensor              # logits of each part; `strong` is `weak` with one view
+  weak: tf.Tensor
+  strong: tf.Tensor
+  uda_loss: Optional[tf.Tensor] = None
+  uda_mask_ratio: Optional[tf.Tensor] = None
+  uda_weight: Optional[tf.Tensor] = None
+
+
 def uda_objective(network: keras.Model, x_l: tf.Tensor, y_l: tf.Tensor, u_weak: tf.Tensor,
                   u_strong: Optional[tf.Tensor], step: tf.Tensor, *, uda: UDASettings = NO_UDA,
-                  label_smoothing: float = 0.0, supervised_weight: float = 1.0) -> Dict[str, tf.Tensor]:
+                  label_smoothing: float = 0.0, supervised_weight: float = 1.0) -> Objective:
   """One training-mode forward of `network` on [x_l, x_u_weak(, x_u_strong)] and its losses.
 
   The batches are concatenated into one call, as in the official code, so batch norm sees labeled and
   unlabeled images together and its moving statistics are updated once per step. UDA's consistency term
   needs both views; it is skipped when `uda.weight` is 0 or there is no strong view.
-  Returns the logits of each part (`labeled`, `weak`, `strong`: the last equals `weak` with one view),
-  `supervised_loss`, `uda_loss`, `uda_mask_ratio`, `uda_weight` and their weighted sum `loss`.
   """
   parts = [x_l, u_weak] + ([u_strong] if u_strong is not None else [])
   # tf.split into the parts' batch sizes (a DTensor-safe split on a mesh: mpl_tf.layout.split).
   logits = layout.split(network(tf.concat(parts, axis=0), training=True), parts, layout.mesh_of(network))
-  out = {"labeled": logits[0], "weak": logits[1], "strong": logits[2] if u_strong is not None else logits[1]}
-  sup = tf.reduce_mean(losses.cross_entropy(y_l, out["labeled"], label_smoothing))
-  out["supervised_loss"] = sup
-  out["loss"] = supervised_weight * sup
+  strong = logits[2] if u_strong is not None else logits[1]
+  sup = tf.reduce_mean(losses.cross_entropy(y_l, logits[0], label_smoothing))
+  out = Objective(loss=supervised_weight * sup, supervised_loss=sup, labeled=logits[0], weak=logits[1],
+                  strong=strong)
   if uda.weight > 0 and u_strong is not None:
-    consistency, mask_ratio = losses.uda_consistency(out["weak"], out["strong"], uda.temperature, uda.threshold)
+    consistency, mask_ratio = losses.uda_consistency(out.weak, out.strong, uda.temperature, uda.threshold)
     weight = uda.weight * losses.linear_ramp(step, uda.ramp_steps)
-    out.update(uda_loss=consistency, uda_mask_ratio=mask_ratio, uda_weight=weight)
-    out["loss"] = out["loss"] + tf.cast(weight, consistency.dtype) * consistency
+    out = out._replace(loss=out.loss + tf.cast(weight, consistency.dtype) * consistency, uda_loss=consistency,
+                       uda_mask_ratio=mask_ratio, uda_weight=weight)
   return out
 
 
@@ -82,12 +93,12 @@ class UDAModel(SemiSupervisedModel):
     variables = self.student.trainable_variables
     with tf.GradientTape() as tape:
       out = uda_objective(self.student, x_l, y_l, u_weak, u_strong, self.global_step, **self.options)
-    self._apply(tape, out["loss"], variables, self.optimizer)
-    self._track("student/loss", out["loss"])
-    self._track("student/supervised_loss", out["supervised_loss"])
-    if "uda_loss" in out:
-      self._track("uda/loss", out["uda_loss"])
-      self._track("uda/mask_ratio", out["uda_mask_ratio"])
+    self._apply(tape, out.loss, variables, self.optimizer)
+    self._track("student/loss", out.loss)
+    self._track("student/supervised_loss", out.supervised_loss)
+    if out.uda_loss is not None:
+      self._track("uda/loss", out.uda_loss)
+      self._track("uda/mask_ratio", out.uda_mask_ratio)
     return self._finish_step()
 
 
@@ -111,5 +122,6 @@ def phases_with_distill(builder) -> List[Phase]:
   return [train, *distilled, *finetuning]
 
 
-METHOD = Method("uda", phases)
-METHOD_WITH_DISTILL = Method("uda_distill", phases_with_distill)
+METHOD = Method("uda", phases, configurables=((UDAModel, None),))
+METHOD_WITH_DISTILL = Method("uda_distill", phases_with_distill,
+                             configurables=((UDAModel, None), (distill, "distill")))
