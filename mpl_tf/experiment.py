@@ -1,60 +1,91 @@
-"""One experiment, configured by gin: data -> networks -> the method's phases -> evaluation -> files.
+"""The gin edge: what a gin file may bind, the gin-configured builders, and `run`, one experiment configured by gin.
 
-gin lives here, at the edge: the library is plain Python, and this module registers what a gin file may bind
-(the method classes, `build_dataset`, `mesh_from_config`, the methods' phase options), so a gin file sets
-`MetaPseudoLabelsModel.pseudo_labels = 'soft'` or `MetaPseudoLabelsModel.mpl_weight = 0.0` (an ablation is a
-binding, not a copied file), and the method is chosen by `run.method`, never by the dataset. Optimizers are
-configured per network with gin scopes: `teacher/optimizer.learning_rate = 0.05`, `student/...`,
-`finetune/...`; UDA's settings once, for every method that uses them: `uda.weight = 8.0`.
-
-A run is the method's sequence of phases (`mpl_tf.algorithms.phases`; each method declares its own), each
-checkpointed on its own by `mpl_tf.trainer.train_phase`:
-  mpl:            mpl -> distill (optional) -> finetune (optional)
-  uda/supervised: train -> finetune (optional)
-  pseudo_labels:  teacher (supervised) -> train (student on the frozen teacher's labels) -> finetune
-  reduced_mpl:    teacher (big, UDA or supervised; its predictions stored, it is freed) -> mpl (reduced teacher
-                  over the stored predictions + student) -> finetune
-Re-running the same command after an interruption skips finished phases and resumes the current one.
+gin lives here (with its helpers `gin_checks` and `show_config`): the library is plain Python. This module finds
+the methods (every `Method` declared by a module of `mpl_tf.algorithms`) and registers what each declares
+configurable, so a gin file sets `MetaPseudoLabelsModel.pseudo_labels = 'soft'` or
+`MetaPseudoLabelsModel.mpl_weight = 0.0` (an ablation is a binding, not a copied file), and the method is chosen
+by `run.method`, never by the dataset. Optimizers are configured per network with gin scopes:
+`teacher/optimizer.learning_rate = 0.05`, `student/...`, `finetune/...`; UDA's settings once, for every method
+that uses them: `uda.weight = 8.0`. The run loop itself (phases, scoring, files, export) is `mpl_tf.runner`.
 """
 import contextlib
-import dataclasses
-import gc
+import importlib
 import inspect
-import json
 import logging
 import os
+import pkgutil
 from typing import Dict, Optional
 
 import gin
 import tensorflow as tf
 
-from mpl_tf import gin_checks, layout, progress, trainer
+from mpl_tf import algorithms, gin_checks, layout, runner
 from mpl_tf import workdir as workdir_lib
-from mpl_tf.algorithms import mpl, pseudo_labels, recompute, reduced_mpl, supervised, uda
+from mpl_tf.algorithms import recompute
+from mpl_tf.algorithms.phases import Method
 from mpl_tf.algorithms.uda import UDASettings
 from mpl_tf.data import stored_predictions
-from mpl_tf.data.augment import describe as describe_augmentation
-from mpl_tf.data.datasets import describe_classes
 from mpl_tf.data.datasets import build_dataset as _build_dataset
 from mpl_tf.keras import keras
+from mpl_tf.runner import RunResult, evaluate  # pylint: disable=unused-import  (part of this module's interface)
 from mpl_tf.schedules import Delayed, WarmupCosine
 
-METHODS = {m.name: m for m in (mpl.METHOD, uda.METHOD, uda.METHOD_WITH_DISTILL, supervised.METHOD,
-                               pseudo_labels.METHOD, reduced_mpl.METHOD)}
+def discover_methods(package=algorithms) -> Dict[str, Method]:
+  """Every `Method` a module of `package` declares at module level, by name (modules in name order)."""
+  found = {}
+  for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+    module = importlib.import_module(f"{package.__name__}.{info.name}")
+    for value in vars(module).values():
+      if isinstance(value, Method):
+        if value.name in found and found[value.name] is not value:
+          raise ValueError(f"two methods are named {value.name!r} ({module.__name__} and another module)")
+        found[value.name] = value
+  return found
 
-# What gin may bind, registered here so that the library needs no gin. `_CONFIGURED` maps each library object
-# to its configured twin, which `Builder.make` calls.
-_CONFIGURED = {
-    mpl.MetaPseudoLabelsModel: gin.external_configurable(mpl.MetaPseudoLabelsModel),
-    pseudo_labels.PseudoLabelsModel: gin.external_configurable(pseudo_labels.PseudoLabelsModel),
-    supervised.SupervisedModel: gin.external_configurable(supervised.SupervisedModel),
-    uda.UDAModel: gin.external_configurable(uda.UDAModel),
-    reduced_mpl.ReducedMetaPseudoLabelsModel: gin.external_configurable(reduced_mpl.ReducedMetaPseudoLabelsModel),
-    reduced_mpl.build_reduced_teacher: gin.external_configurable(reduced_mpl.build_reduced_teacher),
-    mpl.phases: gin.external_configurable(mpl.phases, "mpl"),
-    reduced_mpl.phases: gin.external_configurable(reduced_mpl.phases, "reduced_mpl"),
-    pseudo_labels.distill: gin.external_configurable(pseudo_labels.distill, "distill"),
-}
+
+# What gin may bind, registered from the methods' declarations so that the library needs no gin. `_CONFIGURED`
+# maps each library object to its configured twin, which `Builder.make` calls; `_INHERITS` a class to (its
+# configured base, the arguments it takes from the base's bindings).
+METHODS: Dict[str, Method] = {}
+_CONFIGURED: Dict = {}
+_INHERITS: Dict = {}
+
+
+def register_methods(package=algorithms) -> Dict[str, Method]:
+  """Finds the methods of `package` and registers their configurables with gin (each object once). Idempotent:
+  returns `METHODS`, which it extends."""
+  found = discover_methods(package)
+  for method in found.values():
+    METHODS.setdefault(method.name, method)
+    for obj, name in method.configurables:
+      if obj not in _CONFIGURED:
+        _CONFIGURED[obj] = gin.external_configurable(obj, name) if name else gin.external_configurable(obj)
+  for method in found.values():
+    for cls, names in method.inherits:
+      base = next(b for b in cls.__mro__[1:] if b in _CONFIGURED)
+      _INHERITS[cls] = (base, tuple(names))
+  return METHODS
+
+
+def _inherited(cls, kwargs: Dict) -> Dict:
+  """`kwargs` with the arguments `cls` inherits (`Method.inherits`) from its base's bindings, where neither
+  `kwargs` nor a binding of `cls` itself sets them."""
+  if cls not in _INHERITS:
+    return kwargs
+  base, names = _INHERITS[cls]
+  out = dict(kwargs)
+  for name in names:
+    if name not in out and _query(f"{cls.__name__}.{name}", _UNBOUND) is _UNBOUND:
+      value = _query(f"{base.__name__}.{name}", _UNBOUND)
+      if isinstance(value, gin.config.ConfigurableReference):  # a macro: %FEEDBACK
+        value = value.scoped_configurable_fn()
+      if value is not _UNBOUND:
+        out[name] = value
+  return out
+
+
+_UNBOUND = object()
+register_methods()
 build_dataset = gin.external_configurable(_build_dataset, "build_dataset")
 mesh_from_config = gin.external_configurable(layout.mesh_from_config, "mesh_from_config")
 
@@ -170,7 +201,7 @@ def _query(key: str, default):
 def network(num_classes: int, input_shape, seed: int, name: str = gin.REQUIRED, **options) -> keras.Model:
   """Builds a named network (see `mpl_tf.models.builder`); other bindings go to the family's builder."""
   from mpl_tf.models import builder  # pylint: disable=import-outside-toplevel
-  if builder.model_family(name) in ("mlp", "wide_resnet", "cnn"):
+  if builder.takes_option(name, "seed", options):  # the families whose initialisers take one
     options.setdefault("seed", seed)
   keras.utils.set_random_seed(seed)
   mesh = layout.active_mesh()  # None: single device, the network as built
@@ -200,12 +231,11 @@ def load_data(seed: int):
 
 
 class Builder:
-  """What a method's phases may ask of the run (`mpl_tf.algorithms.phases` lists it), with gin applied."""
+  """What a method's phases may ask of the run (`mpl_tf.algorithms.phases.Builder`), with gin applied."""
 
   def __init__(self, data, *, seed: int, steps: int, finetune_steps: int, teacher_steps: int, workdir: str):
     self.data, self.seed, self.steps, self.workdir = data, seed, steps, workdir
     self.finetune_steps, self.teacher_steps = finetune_steps, teacher_steps
-    self._inputs = None
 
   def network(self, offset: int, scope: Optional[str] = None) -> keras.Model:
     with gin.config_scope(scope) if scope else contextlib.nullcontext():
@@ -222,43 +252,13 @@ class Builder:
 
   def make(self, obj, *args, **kwargs):
     """`obj` (a method class or phase function) with the run's gin bindings applied, called."""
-    return _CONFIGURED.get(obj, obj)(*args, **kwargs)
+    return _CONFIGURED.get(obj, obj)(*args, **_inherited(obj, kwargs))
 
   def uda(self) -> UDASettings:
     return uda_settings()
 
-  # Reduced MPL's stored big-teacher predictions (mpl_tf/data/stored_predictions.py).
-  def _predictions_path(self) -> str:
-    return os.path.join(self.workdir, "predictions", "big_teacher.npz")
-
-  def _raw_inputs(self):
-    if self._inputs is None:
-      self._inputs = stored_predictions.dataset_inputs(self.data)  # fails here for data without raw examples
-    return self._inputs
-
-  def has_stored_predictions(self) -> bool:
-    self._raw_inputs()
-    return os.path.exists(self._predictions_path())
-
-  def store_predictions(self, network_: keras.Model) -> None:
-    stored_predictions.store_predictions(network_, self._raw_inputs(), self.data.test).save(self._predictions_path())
-
-  def stored_predictions(self):
-    return stored_predictions.StoredPredictions.load(self._predictions_path(), self.data.split_digest)
-
-  def stored_prediction_dataset(self, stored):
-    return stored_predictions.stored_prediction_dataset(
-        self._raw_inputs(), stored, batch_size=self.data.batch_size,
-        unlabeled_batch_size=self.data.unlabeled_batch_size, seed=self.seed)
-
-
-@dataclasses.dataclass
-class RunResult:
-  """What `run` returns: the metrics written to metrics.json, the method's trained model (of its main phase:
-  e.g. the `MetaPseudoLabelsModel`, teacher included) and the student network that is exported."""
-  metrics: Dict
-  model: keras.Model
-  student: keras.Model
+  def predictions(self) -> stored_predictions.PredictionStore:
+    return stored_predictions.PredictionStore(self.data, self.workdir, self.seed)
 
 
 @gin.configurable
@@ -274,82 +274,25 @@ def run(workdir: str, method: str = "mpl", steps: int = gin.REQUIRED, seed: int 
   dataset holds a validation split out, the same metrics on it under `validation/...`.
 
   `jit_compile`: compile every phase's train and evaluation steps with XLA; None picks the default measured for
-  the device type (`default_jit_compile`).
+  the device type (`runner.default_jit_compile`).
   """
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
   spec = METHODS[method]
   # The DTensor mesh (gin/layouts/*.gin; None = single device), made before TensorFlow runs its first op.
   mesh = mesh_from_config()
-  if mesh is not None and not spec.supports_mesh:
-    raise NotImplementedError(f"run.method = {method!r} does not run on a DTensor mesh yet (supported: "
-                              f"{', '.join(m.name for m in METHODS.values() if m.supports_mesh)}); "
-                              "use gin/layouts/single_device.gin")
-  if jit_compile and mesh is not None:
-    raise NotImplementedError("run.jit_compile = True on a DTensor mesh has not been tried; leave it unset there")
-  layout.activate(mesh)
-  os.makedirs(workdir, exist_ok=True)
-  keras.utils.set_random_seed(seed)
-  tf.config.experimental.enable_op_determinism()
-  # Whatever draws from the global generator (tf-keras' stateful RandomGenerator) starts from the run's seed; the
-  # data pipeline draws nothing from it (its views are stateless, mpl_tf/data/pipeline.py).
-  tf.random.set_global_generator(tf.random.Generator.from_seed(seed))
-  keras.mixed_precision.set_global_policy(mixed_precision or "float32")
+  runner.check_method(spec, list(METHODS.values()), mesh, jit_compile)
+  runner.start(workdir, seed, mesh, mixed_precision)
   data = load_data(seed)
-  if layout.is_chief():
-    print(f"mpl_tf: {data.split_name}: {describe_classes(data)}", flush=True)
-  _write_augmentation(workdir, data)
+  runner.announce(workdir, data)
   builder = Builder(data, seed=seed, steps=steps, finetune_steps=finetune_steps,
                     teacher_steps=teacher_pretrain_steps or steps, workdir=workdir)
   phases = builder.make(spec.phases, builder)
-  _write_config(workdir)
-  # Curves every `eval_every` steps on the test split (`test/...`: for watching, e.g. the teacher-student gap,
-  # never for choosing) and on the validation split when the dataset holds one out (`validation/...`).
-  held_out = {"test": data.test, "validation": data.validation}
-  common = dict(workdir=workdir, steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every,
-                summary_every=summary_every, verbose=verbose, eval_datasets=held_out, eval_every=eval_every,
-                jit_compile=default_jit_compile() if jit_compile is None else bool(jit_compile))
-  # One progress line across the phases (an ETA for the whole run), and TensorBoard steps that continue across
-  # them: each phase's summaries start after the steps of the phases before it.
-  active = [phase for phase in phases if not phase.skip()]
-  run_progress = progress.RunProgress([(phase.name, phase.steps) for phase in active])
-  metrics: Dict = {}
-  model = main = None
-  for phase in active:
-    if phase.keep_student_as:
-      _keep_student_accuracy(metrics, phase.keep_student_as)
-    model = phase.model(model)
-    dataset = {"train": data.train, "labeled": data.labeled}[phase.data] if isinstance(phase.data, str) else phase.data()
-    trainer.train_phase(model, dataset, phase=phase.name, steps=phase.steps,
-                        step_offset=run_progress.offset(phase.name),
-                        progress=run_progress if verbose and layout.is_chief() else None, **common)
-    if phase.scores == "all":
-      metrics.update(evaluate(model, data, prefix=""))
-    elif phase.scores == "student":
-      metrics.update(_student_metrics(model, data))
-    if phase.after is not None:
-      metrics.update(phase.after(model) or {})
-    main = model if phase.main else main
-    if not phase.hand_on:
-      model = None
-      gc.collect()  # Keras objects hold reference cycles: free this phase's networks before the next is built
-  if model is None:
-    raise ValueError(f"{method}: its last phase must hand its model on (Phase.hand_on): that model is exported")
-  student = model.eval_student
-  metrics.update(step=int(main.global_step.numpy()), method=method, seed=seed, split=data.split_name)
-  # Gathering a sharded student onto one device is a collective: with several DTensor clients every client
-  # makes the copy (a chief gathering alone waits forever for the others), and the chief exports it.
-  plain_student = layout.single_device_copy(student, dtype="float32") if export else None
-  if layout.is_chief():  # several DTensor clients share the workdir: one writes the run's files
-    if export:
-      from mpl_tf import export as export_lib  # pylint: disable=import-outside-toplevel
-      export_lib.export_student(plain_student, os.path.join(workdir, "export", "student"), data,
-                                config=gin.operative_config_str())
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-      json.dump(metrics, f, indent=2, sort_keys=True)
-  _write_config(workdir)
-  layout.wait_for_clients(mesh, "run_end")  # several DTensor clients: none leaves before the chief has written
-  return RunResult(metrics=metrics, model=main, student=student)
+  return runner.train_phases(
+      phases, data, method=method, seed=seed, workdir=workdir, mesh=mesh, operative_config=gin.operative_config_str,
+      steps_per_execution=steps_per_execution, checkpoint_every=checkpoint_every, summary_every=summary_every,
+      eval_every=eval_every, export=export, verbose=verbose,
+      jit_compile=runner.default_jit_compile() if jit_compile is None else bool(jit_compile))
 
 
 def run_settings() -> Dict:
@@ -362,13 +305,6 @@ def run_settings() -> Dict:
       value = value.scoped_configurable_fn()
     out[name] = value
   return out
-
-
-def default_jit_compile() -> bool:
-  """XLA for the train steps, by device type, as measured: off on CPUs, where tools/benchmark_step.py measured
-  XLA 1.45-1.71x slower (BENCHMARKS.md). Off on GPUs too until the accelerator benchmark
-  (tools/benchmark_accelerator.py) has measured it; on for TPUs, where TensorFlow compiles with XLA anyway."""
-  return bool(tf.config.list_logical_devices("TPU"))
 
 
 def prepare_workdir(workdir: str, overwrite: bool = False, allow_change: bool = False):
@@ -401,43 +337,3 @@ def restore_main_model(method: str, data, seed: int, steps: int, workdir: str) -
   model = phase.model(None)
   tf.train.Checkpoint(model=model).restore(latest).expect_partial()
   return model
-
-
-def evaluate(model: keras.Model, data, prefix: str) -> Dict[str, float]:
-  """Test metrics, plus `validation/...` when the dataset holds a validation split out."""
-  out = {prefix + k: float(v) for k, v in model.evaluate(data.test, verbose=0, return_dict=True).items()}
-  if data.validation is not None:
-    out.update({f"validation/{k}": float(v)
-                for k, v in model.evaluate(data.validation, verbose=0, return_dict=True).items()})
-  return out
-
-
-def _keep_student_accuracy(metrics: Dict, suffix: str) -> None:
-  """Keeps the student's accuracies (test and validation) under `<key><suffix>` before a later phase changes
-  the student, so a results tool can compare the states and choose between them on validation."""
-  for key in ("student/accuracy", "validation/student/accuracy"):
-    if key in metrics:
-      metrics[key + suffix] = metrics[key]
-
-
-def _student_metrics(model: keras.Model, data) -> Dict[str, float]:
-  """`evaluate`'s student metrics only (a post-MPL phase changes the student, never the teacher's figures)."""
-  return {k: v for k, v in evaluate(model, data, prefix="").items()
-          if k.startswith(("student/", "validation/student/"))}
-
-
-def _write_augmentation(workdir: str, data) -> None:
-  """`augmentation.json`: the views the run trains on, as resolved (defaults, bindings, image statistics)."""
-  if data.augmentation is None or not layout.is_chief():
-    return
-  with open(os.path.join(workdir, "augmentation.json"), "w") as f:
-    json.dump(dataclasses.asdict(data.augmentation), f, indent=2)
-  print(f"mpl_tf: {data.split_name}: {describe_augmentation(data.augmentation)} "
-        f"({os.path.join(workdir, 'augmentation.json')}; see the views: mpl-views)", flush=True)
-
-
-def _write_config(workdir: str) -> None:
-  if not layout.is_chief():
-    return
-  with open(os.path.join(workdir, "operative_config.gin"), "w") as f:
-    f.write(gin.operative_config_str())

@@ -3,7 +3,7 @@ import gin
 import numpy as np
 import pytest
 
-from mpl_tf import experiment, trainer
+from mpl_tf import experiment, runner, trainer
 from tests.conftest import ROOT
 
 TWO_MOONS = [f"{ROOT}/gin/two_moons.gin", f"{ROOT}/gin/smoke.gin"]
@@ -40,6 +40,6 @@ def test_jit_compile_reaches_every_phase_and_trains_the_same_run_to_float_noise(
   del phases_seen[:]
   default = _run(tmp_path / "default")
   assert phases_seen and not any(jit for _, jit in phases_seen)  # CPU: off unless asked
-  assert not experiment.default_jit_compile()
+  assert not runner.default_jit_compile()
   for key in ("student/loss", "teacher/loss"):
     assert np.isfinite(compiled[key]) and compiled[key] == pytest.approx(default[key], rel=1e-3, abs=1e-4), key

@@ -7,18 +7,13 @@ name. A phase's model is made lazily, from the previous phase's model, so a phas
 (distill, finetune) or build its networks only once an earlier phase's are freed (Reduced MPL).
 
 The shared phases live with the model they train: `supervised.finetune` (every method's last phase) and
-`pseudo_labels.distill` (MPL's optional catch-up phase). Methods get what they build from a `Builder` (made by the experiment, where gin lives):
-  builder.seed, .steps, .finetune_steps, .teacher_steps, .workdir, .data (the `DatasetBundle`, read only)
-  builder.network(offset, scope=None)      a fresh network of the run's family, seeded seed * 10 + offset
-  builder.optimizer(scope, total_steps, wait_steps=0)    the gin-configured optimizer of a scope
-  builder.make(cls_or_fn, *args, **kwargs) `cls_or_fn` with the run's gin bindings applied
-  builder.uda()                            the run's `UDASettings` (gin `uda.*`, bound once for every method)
-  builder.has_stored_predictions(), builder.store_predictions(network), builder.stored_predictions(),
-  builder.stored_prediction_dataset(stored)          Reduced MPL's stored big-teacher predictions
-So this package needs neither gin nor `mpl_tf.data`.
+`pseudo_labels.distill` (MPL's optional catch-up phase). Methods get what they build from a `Builder` (the
+experiment's, where gin lives), so this package needs neither gin nor `mpl_tf.data`. A method is one module of
+this package with a module-level `Method`; `mpl_tf.experiment` finds it there and registers its `configurables`
+with gin, so adding a method is its module and a gin file.
 """
 import dataclasses
-from typing import Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 from mpl_tf.keras import keras
 
@@ -63,9 +58,47 @@ class Phase:
       raise ValueError(f"Phase.data must be 'train', 'labeled' or a function, got {self.data!r}")
 
 
+class PredictionStore(Protocol):
+  """Reduced MPL's big-teacher predictions of a run (`mpl_tf.data.stored_predictions.PredictionStore`)."""
+
+  def exists(self) -> bool: ...
+  def store(self, network: keras.Model) -> None: ...
+  def load(self) -> Any: ...
+  def dataset(self, stored) -> Any: ...
+
+
+class Builder(Protocol):
+  """What a method's phases may ask of the run, with the run's configuration (gin) applied."""
+  seed: int
+  steps: int
+  finetune_steps: int
+  teacher_steps: int
+  workdir: str
+  data: Any  # the run's `mpl_tf.data.DatasetBundle`, read only
+
+  def network(self, offset: int, scope: Optional[str] = None) -> keras.Model:
+    """A fresh network of the run's family, seeded seed * 10 + offset (gin scope `scope`, e.g. 'big_teacher')."""
+
+  def optimizer(self, scope: str, total_steps: int, wait_steps: int = 0) -> keras.optimizers.Optimizer:
+    """The configured optimizer of a scope ('teacher', 'student', 'finetune', ...)."""
+
+  def make(self, obj: Callable, *args, **kwargs) -> Any:
+    """`obj` (a method class or phase function) called with the run's bindings of it applied."""
+
+  def uda(self) -> Any:
+    """The run's `UDASettings` (gin `uda.*`, bound once for every method)."""
+
+  def predictions(self) -> PredictionStore:
+    """Where Reduced MPL's big teacher's predictions are stored for this run."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """A method's name, its phases (a function of the `Builder`) and whether its models run on a DTensor mesh."""
+  """A method: its name, its phases (a function of the `Builder`), whether its models run on a DTensor mesh,
+  and what gin may configure: (object, gin name or None for the object's own) pairs. A class listed under
+  `inherits` takes the listed arguments from its base class's bindings where it has none of its own."""
   name: str
   phases: Callable[..., List[Phase]]
   supports_mesh: bool = True
+  configurables: Sequence[Tuple[Callable, Optional[str]]] = ()
+  inherits: Sequence[Tuple[type, Sequence[str]]] = ()

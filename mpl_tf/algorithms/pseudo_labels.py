@@ -85,7 +85,7 @@ def phases(builder) -> List[Phase]:
           *finetune(builder)]
 
 
-METHOD = Method("pseudo_labels", phases)
+METHOD = Method("pseudo_labels", phases, configurables=((PseudoLabelsModel, None),))
 
 
 def distill(builder, steps: int = 0, pseudo_labels: str = "soft", labeled_weight: float = 0.0,

@@ -26,8 +26,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from mpl_tf import losses
-from mpl_tf.algorithms.mpl import MetaPseudoLabelsModel
+from mpl_tf import layout, losses
+from mpl_tf.algorithms.mpl import Batch, MetaPseudoLabelsModel, TeacherForward
 from mpl_tf.algorithms.phases import Method, Phase
 from mpl_tf.algorithms.supervised import SupervisedModel, finetune
 from mpl_tf.algorithms.uda import UDAModel
@@ -110,24 +110,25 @@ class ReducedMetaPseudoLabelsModel(MetaPseudoLabelsModel):
   def teacher_for_eval(self):
     return None  # T_R reads predictions, not images: `evaluate_reduced_teacher` scores it on stored ones
 
-  def _split(self, data) -> dict:
+  def _split(self, data) -> Batch:
     try:
       (x_l, y_l, p_l), (x_u, p_u) = data
     except (TypeError, ValueError):
       raise ValueError("ReducedMetaPseudoLabelsModel trains on ((x_l, y_l, p_l), (x_u, p_u)) elements, p being "
                        "the big teacher's stored probabilities (mpl_tf.data.stored_predictions)") from None
-    return dict(x_l=x_l, y_l=y_l, u_student=x_u, p_l=p_l, p_u=p_u)
+    return Batch(x_l=x_l, y_l=y_l, u_student=x_u, teacher_inputs=(p_l, p_u))
 
-  def _teacher_objective(self, batch: dict) -> dict:
-    p_l, p_u = batch["p_l"], batch["p_u"]
+  def _teacher_objective(self, batch: Batch) -> TeacherForward:
+    p_l, p_u = batch.teacher_inputs
     p = tf.cast(tf.concat([p_l, p_u], axis=0), self.teacher.dtype)
-    t_logits_l, t_logits_u = tf.split(self.teacher(p, training=True), [tf.shape(p_l)[0], tf.shape(p_u)[0]])
+    t_logits_l, t_logits_u = layout.split(self.teacher(p, training=True), [p_l, p_u], layout.mesh_of(self.teacher))
     options = self.teacher_options
-    supervised = tf.reduce_mean(losses.cross_entropy(batch["y_l"], t_logits_l, options["label_smoothing"]))
+    supervised = tf.reduce_mean(losses.cross_entropy(batch.y_l, t_logits_l, options["label_smoothing"]))
     # How far T_R has moved from the big teacher: the fraction of unlabeled images whose top class it keeps.
     agrees = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(t_logits_u, -1), tf.argmax(p_u, -1)), tf.float32))
-    return dict(loss=tf.cast(options["supervised_weight"], supervised.dtype) * supervised, logits_u=t_logits_u,
-                metrics={"teacher/supervised_loss": supervised, "reduced/agrees_with_big_teacher": agrees})
+    return TeacherForward(loss=tf.cast(options["supervised_weight"], supervised.dtype) * supervised,
+                          logits_u=t_logits_u,
+                          metrics={"teacher/supervised_loss": supervised, "reduced/agrees_with_big_teacher": agrees})
 
 
 def evaluate_reduced_teacher(teacher: keras.Model, probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -153,6 +154,7 @@ def phases(builder, big_teacher_method: str = "uda", student_wait_steps: int = 0
     raise ValueError(f"reduced_mpl.big_teacher_method must be 'uda' or 'supervised', got {big_teacher_method!r}")
   if student_wait_steps < 0:
     raise ValueError(f"reduced_mpl.student_wait_steps must be >= 0, got {student_wait_steps}")
+  store = builder.predictions()
   stored = {}
 
   def big_teacher(_):
@@ -163,7 +165,7 @@ def phases(builder, big_teacher_method: str = "uda", student_wait_steps: int = 0
     return model
 
   def reduced(_):
-    stored["predictions"] = builder.stored_predictions()
+    stored["predictions"] = store.load()
     model = builder.make(ReducedMetaPseudoLabelsModel,
                          teacher=builder.make(build_reduced_teacher, builder.data.num_classes, seed=builder.seed * 10 + 3),
                          student=builder.network(2), seed=builder.seed)
@@ -177,11 +179,17 @@ def phases(builder, big_teacher_method: str = "uda", student_wait_steps: int = 0
             "big_teacher/accuracy": predictions.big_teacher_accuracy}
 
   return [Phase("teacher", big_teacher, "train" if big_teacher_method == "uda" else "labeled", builder.teacher_steps,
-                skip=builder.has_stored_predictions, after=lambda model: builder.store_predictions(model.eval_student),
+                skip=store.exists, after=lambda model: store.store(model.eval_student),
                 hand_on=False),
-          Phase("mpl", reduced, lambda: builder.stored_prediction_dataset(stored["predictions"]), builder.steps,
+          Phase("mpl", reduced, lambda: store.dataset(stored["predictions"]), builder.steps,
                 scores="all", main=True, after=teacher_scores),
           *finetune(builder)]
 
 
-METHOD = Method("reduced_mpl", phases, supports_mesh=False)
+# The MPL feedback options come from MetaPseudoLabelsModel's bindings unless Reduced MPL binds its own.
+FEEDBACK_OPTIONS = ("pseudo_labels", "feedback", "feedback_batch_norm", "mpl_reduction", "baseline_decay",
+                    "mpl_weight")
+METHOD = Method("reduced_mpl", phases, supports_mesh=False,
+                configurables=((ReducedMetaPseudoLabelsModel, None), (build_reduced_teacher, None),
+                               (phases, "reduced_mpl")),
+                inherits=((ReducedMetaPseudoLabelsModel, FEEDBACK_OPTIONS),))

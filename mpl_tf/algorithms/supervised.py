@@ -60,4 +60,4 @@ def phases(builder) -> List[Phase]:
   return [Phase("train", lambda _: model, "labeled", builder.steps, scores="all", main=True), *finetune(builder)]
 
 
-METHOD = Method("supervised", phases)
+METHOD = Method("supervised", phases, configurables=((SupervisedModel, None),))

@@ -168,3 +168,33 @@ def stored_prediction_dataset(inputs: DatasetInputs, stored: StoredPredictions, 
   return pipeline.train_dataset(labeled, unlabeled, batch_size=batch_size, unlabeled_batch_size=unlabeled_batch_size,
                                 views=inputs.views, seed=seed, prepare=inputs.prepare, two_views=False,
                                 unlabeled_view="strong")
+
+
+class PredictionStore:
+  """A run's big-teacher predictions (`workdir/predictions/big_teacher.npz`): whether they exist, storing them
+  from the trained big teacher, loading them (checked against the run's split), and the MPL phase's dataset over
+  them. The raw examples are read from the bundle on first use: a dataset without them fails there."""
+
+  def __init__(self, bundle, workdir: str, seed: int):
+    self.bundle, self.seed = bundle, seed
+    self.path = os.path.join(workdir, "predictions", "big_teacher.npz")
+    self._inputs = None
+
+  def _raw_inputs(self) -> DatasetInputs:
+    if self._inputs is None:
+      self._inputs = dataset_inputs(self.bundle)
+    return self._inputs
+
+  def exists(self) -> bool:
+    self._raw_inputs()
+    return os.path.exists(self.path)
+
+  def store(self, network) -> None:
+    store_predictions(network, self._raw_inputs(), self.bundle.test).save(self.path)
+
+  def load(self) -> StoredPredictions:
+    return StoredPredictions.load(self.path, self.bundle.split_digest)
+
+  def dataset(self, stored: StoredPredictions) -> tf.data.Dataset:
+    return stored_prediction_dataset(self._raw_inputs(), stored, batch_size=self.bundle.batch_size,
+                                     unlabeled_batch_size=self.bundle.unlabeled_batch_size, seed=self.seed)

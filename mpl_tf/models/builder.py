@@ -94,6 +94,14 @@ def _check_options(name: str, fn: Callable, num_positional: int, options: Dict) 
                      f"{fn.__module__}.{fn.__name__} accepts {accepted}")
 
 
+def takes_option(name: str, option: str, options: Dict = None) -> bool:
+  """Whether model `name`'s builder takes `option` (e.g. 'seed': the families whose initialisers are seeded
+  declare it in their signature)."""
+  fn, _, _ = _resolve(name, dict(options or {}))
+  params = inspect.signature(fn).parameters
+  return option in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
 def check_options(name: str, options: Dict) -> None:
   """Raises the ValueError `build_model(name, ..., **options)` would raise for an unknown name or option,
   without building anything (so a misspelled gin binding fails before the data is built)."""
