@@ -1,5 +1,5 @@
 """Digits ablations of Meta Pseudo Labels: does the teacher's feedback help? Writes a table, its JSON and a plot
-(RESULTS.md discusses them).
+(studies/ablations/README.md and RESULTS.md discuss them).
 
   python studies/ablations/ablations.py --seeds=0,1,2,3,4 --out=studies/ablations/ablations.md \
       --workroot=runs/ablations
@@ -99,7 +99,7 @@ CONFIGS = {
     "mpl_uda_finetune_long": ("gin/digits.gin", _feedback("label_effect", "mean")
                               + ["run.finetune_steps = 1000", "finetune/optimizer.learning_rate = 0.01"],
                               "MPL + UDA, finetuning 1,000 steps at lr 0.01 (default: 200 at 1e-3)"),
-    # Issue 26, experiments that give the feedback its best chance (RESULTS.md "What the feedback does"). The
+    # Issue 26, experiments that give the feedback its best chance (studies/attribution/README.md). The
     # decision rules were written here before any of these runs was read: within each group, the configuration
     # with the highest mean validation accuracy over the seeds (`chosen_on_validation`; ties: the one listed
     # first), then its test figure paired by seed against its feedback-off control.

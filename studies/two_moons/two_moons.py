@@ -47,7 +47,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 _UDA = ["build_dataset.two_views = True", "build_dataset.noise_stddev = 0.2", "uda.weight = 1.0"]
 _FORMS = {"ld": ("loss difference", "loss_difference"), "le": ("label effect", "label_effect")}
-# The feedback study (RESULTS.md, docs/feedback.md): h as the paper's loss difference or the label effect, the
+# The feedback study (studies/feedback_study/README.md, docs/feedback.md): h as the paper's loss difference or the label effect, the
 # hard-label term averaged or summed over the unlabeled batch, with and without the teacher's UDA term; the
 # controls are mpl_off and mpl_uda_off (CONTROLS). Every option is written out, never left to a default.
 FEEDBACK_VARIANTS: Dict[str, tuple] = {
