@@ -1,7 +1,7 @@
 """Digits ablations of Meta Pseudo Labels: does the teacher's feedback help? Writes a table, its JSON and a plot
 (studies/ablations/README.md and RESULTS.md discuss them).
 
-  python studies/ablations/ablations.py --seeds=0,1,2,3,4 --out=studies/ablations/ablations.md \
+  python studies/ablations/ablations.py --seeds=0,1,2,3,4 --out=studies/ablations/ablations.md \\
       --workroot=runs/ablations
 
 Every configuration trains on scikit-learn digits with 5 labels a class and 200 validation images (20 a class)

@@ -1,7 +1,7 @@
 """How closely does a finished MPL run's student follow its teacher? Agreement of their predicted classes on the
 labeled, unlabeled and test parts of an .npz, with each network's accuracy where there are labels.
 
-  python studies/student_gap/agreement.py --workdir=runs/standin_study/shapes32/mpl.seed0 \
+  python studies/student_gap/agreement.py --workdir=runs/standin_study/shapes32/mpl.seed0 \\
       --npz=runs/standins/shapes32.npz
 
 Reads the networks from the run's last `distill` checkpoint (the student as the distill phase left it, before
