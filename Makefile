@@ -30,7 +30,7 @@ test-slow: install
 two_moons: install
 	$(BIN)/python -m mpl_tf.train --gin_file=gin/two_moons.gin --workdir=runs/two_moons
 
-# One intra-op thread, as the current-code figures (docs/digits_results.md, studies/) were measured: the thread
+# One intra-op thread, as the current-code figures (studies/digits_results/digits_results.md, studies/) were measured: the thread
 # count changes TensorFlow's float summation order, so another count trains a different (equally reproducible) run.
 digits: install
 	TF_NUM_INTRAOP_THREADS=1 $(BIN)/python -m mpl_tf.train --gin_file=gin/digits.gin --workdir=runs/digits

@@ -317,7 +317,7 @@ def prepare_workdir(workdir: str, overwrite: bool = False, allow_change: bool = 
 
 def main_model(method: str, data, seed: int, steps: int, workdir: Optional[str] = None) -> keras.Model:
   """The compiled model of `method`'s main phase, built as `run` builds it, untrained: for tools that drive the
-  training themselves (tools/two_moons.py, tools/feedback_snr.py). gin must be parsed."""
+  training themselves (studies/two_moons/two_moons.py, studies/feedback_snr/feedback_snr.py). gin must be parsed."""
   return _main_phase(method, data, seed, steps, workdir or "").model(None)
 
 

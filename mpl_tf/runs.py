@@ -1,5 +1,5 @@
 """Training runs as the results tools use them: one run in its own process, cached by its metrics.json; the
-scalars it logged; and the paired statistics every comparison reports (`mpl-compare`, tools/ablations.py).
+scalars it logged; and the paired statistics every comparison reports (`mpl-compare`, studies/ablations/ablations.py).
 
 One run per process because a Keras session carries state (seeds, gin, compiled functions) that must not leak
 from one arm into the next; the cache makes a sweep resumable: rerun the same command and finished runs are read

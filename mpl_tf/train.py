@@ -50,11 +50,11 @@ with console.loading_tensorflow():  # TensorFlow's C++ log level is set before i
 # of them (rule D3 of studies/attribution/decision_rules.md).
 QUOTED_FIGURES = {
     "digits": (("supervised 90.27 +- 1.01 %, UDA 96.00 +- 1.59 %, MPL 95.47 +- 1.36 % (seeds 0-2)",
-                "docs/digits_results.md"),
+                "studies/digits_results/digits_results.md"),
                ("MPL's feedback (this recipe's: cosine x0.1) against it switched off: +0.20 +- 0.40 points, "
                 "better on 3 of 5 seeds, no measurable difference", "studies/attribution/feedback_cosine.md")),
     "two_moons": (("MPL 85.5 %, the same with the feedback off (mpl_weight = 0): 85.5 % (seeds 0-4)",
-                   "docs/two_moons_feedback_no_uda/two_moons.md"),),
+                   "studies/two_moons/two_moons_feedback_no_uda/two_moons.md"),),
 }
 
 

@@ -1,10 +1,11 @@
-"""tools/ablations.py: the finetuned-or-not choice is made on validation, and the paired differences are right."""
+"""studies/ablations/ablations.py: the finetuned-or-not choice is made on validation, and the paired differences
+are right."""
 import os
 import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "studies", "ablations"))
 import ablations  # pylint: disable=wrong-import-position
 
 

@@ -44,7 +44,7 @@ CLASSES = re.compile(r"mpl_tf: digits\.seed0: 10 classes \(labeled / test\): (\d
 SUMMARY = [re.compile(p) for p in (
     r"mpl_tf\.train: mpl on digits\.seed0 finished at step 6",
     r"  test accuracy: student \d+\.\d\d % top-1, \d+\.\d\d % top-5; teacher \d+\.\d\d %",
-    r"  on this split our docs quote: .+ \(docs/digits_results\.md\)",
+    r"  on this split our docs quote: .+ \(studies/digits_results/digits_results\.md\)",
     r" {27}and: .+ points, .+ \(studies/attribution/feedback_cosine\.md\)",
     r"  metrics: (?P<w>\S+)/metrics\.json; curves: tensorboard --logdir (?P=w)/summaries",
     r"  exported student: (?P<w>\S+)/export/student",

@@ -222,9 +222,10 @@ def test_own_data_defaults_run_end_to_end_on_an_npz(tmp_path):
   assert set(run_lib.scalars(str(workdir), "distill")["test/teacher_minus_student"]) == {6 + 2, 6 + 4}  # after MPL's 6
   metrics = json.loads((workdir / "metrics.json").read_text())
   assert metrics["teacher/accuracy"] > 0.0 and "student/accuracy_after_mpl" in metrics
-  # tools/agreement.py reads both networks back from the distill checkpoint and scores them as the run did.
-  tool = subprocess.run([sys.executable, "tools/agreement.py", f"--workdir={workdir}", f"--npz={path}"], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300, check=False)
+  # studies/student_gap/agreement.py reads both networks back from the distill checkpoint and scores them as the
+  # run did.
+  tool = subprocess.run([sys.executable, "studies/student_gap/agreement.py", f"--workdir={workdir}", f"--npz={path}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert tool.returncode == 0, tool.stderr[-3000:]
   test_line = next(line.split() for line in tool.stdout.splitlines() if line.strip().startswith("test"))
   distilled = 100 * metrics["student/accuracy_before_finetune"]  # the student as the distill phase left it

@@ -3,7 +3,7 @@ user could have written) is clearly above supervised training and within 1.5 poi
 
 Three seeds, 1,500 steps, as `mpl-compare` runs them (about 20 minutes on a 2-core CPU):
 `make test-slow` or `pytest -m slow tests/test_own_data_convergence.py`. The figures of every stand-in are in
-RESULTS.md ("Own data"); this test guards the defaults that produce them.
+studies/student_gap/README.md; this test guards the defaults that produce them.
 """
 import os
 import statistics

@@ -5,7 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "studies", "student_gap"))  # agreement.py
 import agreement  # pylint: disable=wrong-import-position
 import standins  # pylint: disable=wrong-import-position
 

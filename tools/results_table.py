@@ -1,7 +1,7 @@
 """Runs `python -m mpl_tf.train` for several methods and seeds and writes a markdown table of the results.
 
   python tools/results_table.py --gin_file=gin/digits.gin --methods=supervised,uda,mpl --seeds=0,1,2 \\
-      --out=docs/digits_results.md --workroot=runs/digits_results
+      --out=studies/digits_results/digits_results.md --workroot=runs/digits_results
 
 Each (method, seed) run gets its own work directory, so an interrupted sweep resumes where it stopped (the
 trainer resumes unfinished runs; finished ones are read from their metrics.json). The table gives mean, std

@@ -99,7 +99,7 @@ def distill(builder, steps: int = 0, pseudo_labels: str = "soft", labeled_weight
   then trains as a Pseudo Labels student of that teacher: by default on the teacher's soft prediction for the
   weak view, with no labeled loss (it still learns only from the teacher), under the optimizer bound in the
   scope `distill/` (`distill/optimizer.learning_rate = 0.05`). Not part of the paper's recipes; the own-data
-  default (gin/own_data.gin), chosen on validation stand-ins (docs/distill_phase.md).
+  default (gin/own_data.gin), chosen on validation stand-ins (studies/student_gap/distill_phase.md).
   """
   if not steps:
     return []

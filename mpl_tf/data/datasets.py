@@ -1,6 +1,6 @@
 """`build_dataset(name, ...)`: the paper's benchmarks and offline / bring-your-own data behind one interface.
 
-The datasets, their sources and their default splits are the table in README.md ("Datasets"): the one copy,
+The datasets, their sources and their default splits are the table in docs/usage.md ("Datasets"): the one copy,
 kept beside the commands that use them; `SPECS` below is the code of each row.
 
 Counts are ints (totals, split equally over the classes) or floats (a fraction of every class); see

@@ -1,9 +1,11 @@
 """Signal and noise of the MPL feedback h in a real run: how much of h the pseudo labels decide.
 
-  python tools/feedback_snr.py --gin_file=gin/digits.gin --label=new --out=docs/feedback_snr.json \\
+  python studies/feedback_snr/feedback_snr.py --gin_file=gin/digits.gin --label=new \\
+      --out=studies/feedback_snr/feedback_snr.json \\
       --gin_bindings="MetaPseudoLabelsModel.feedback = 'label_effect'" \\
       --gin_bindings="MetaPseudoLabelsModel.mpl_weight = 1.0"
-  python tools/feedback_snr.py --gin_file=gin/digits.gin --label=old --out=docs/feedback_snr.json \\
+  python studies/feedback_snr/feedback_snr.py --gin_file=gin/digits.gin --label=old \\
+      --out=studies/feedback_snr/feedback_snr.json \\
       --gin_bindings="MetaPseudoLabelsModel.feedback = 'loss_difference'" \\
       --gin_bindings="MetaPseudoLabelsModel.feedback_batch_norm = 'inference'" \\
       --gin_bindings="MetaPseudoLabelsModel.mpl_weight = 1.0"
@@ -37,7 +39,7 @@ import sys
 from absl import app
 from absl import flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -1,7 +1,8 @@
 """Digits ablations of Meta Pseudo Labels: does the teacher's feedback help? Writes a table, its JSON and a plot
-(RESULTS.md discusses them).
+(studies/ablations/README.md and RESULTS.md discuss them).
 
-  python tools/ablations.py --seeds=0,1,2,3,4 --out=docs/ablations.md --workroot=runs/ablations
+  python studies/ablations/ablations.py --seeds=0,1,2,3,4 --out=studies/ablations/ablations.md \\
+      --workroot=runs/ablations
 
 Every configuration trains on scikit-learn digits with 5 labels a class and 200 validation images (20 a class)
 held out of the unlabeled pool, from `gin/digits.gin` (small CNN, SGD Nesterov, cosine) with `run.steps`
@@ -22,7 +23,8 @@ import sys
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root (two levels up), so that `mpl_tf` imports without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from mpl_tf import runs as run_lib  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -32,9 +34,9 @@ flags.DEFINE_integer("steps", 1500, "training steps of every method's main phase
                      "Reduced MPL's teacher phase)")
 flags.DEFINE_integer("num_validation", 200, "validation images held out of digits' unlabeled pool")
 flags.DEFINE_string("workroot", "runs/ablations", "parent of the per-run work directories")
-flags.DEFINE_string("out", "docs/ablations.md", "markdown table to write (and its .json beside it); RESULTS.md "
-                    "quotes it")
-flags.DEFINE_string("plot", "docs/ablations.png", "plot to write")
+flags.DEFINE_string("out", "studies/ablations/ablations.md",
+                    "markdown table to write (and its .json beside it); RESULTS.md quotes it")
+flags.DEFINE_string("plot", "studies/ablations/ablations.png", "plot to write")
 
 # The feedback these studies were run with (the digits recipe's default until rule D1 of issue 26 switched it to the
 # cosine at weight 0.1), written out so that each configuration keeps meaning what its cached runs measured.
@@ -97,7 +99,7 @@ CONFIGS = {
     "mpl_uda_finetune_long": ("gin/digits.gin", _feedback("label_effect", "mean")
                               + ["run.finetune_steps = 1000", "finetune/optimizer.learning_rate = 0.01"],
                               "MPL + UDA, finetuning 1,000 steps at lr 0.01 (default: 200 at 1e-3)"),
-    # Issue 26, experiments that give the feedback its best chance (RESULTS.md "What the feedback does"). The
+    # Issue 26, experiments that give the feedback its best chance (studies/attribution/README.md). The
     # decision rules were written here before any of these runs was read: within each group, the configuration
     # with the highest mean validation accuracy over the seeds (`chosen_on_validation`; ties: the one listed
     # first), then its test figure paired by seed against its feedback-off control.
@@ -292,7 +294,7 @@ def main(argv):
     for name in names:
       runs[name][seed] = run_config(name, seed)
   results = {name: [runs[name][s] for s in FLAGS.seeds] for name in names}
-  command = (f"{run_lib.thread_prefix()}python tools/ablations.py --seeds={','.join(FLAGS.seeds)} "
+  command = (f"{run_lib.thread_prefix()}python studies/ablations/ablations.py --seeds={','.join(FLAGS.seeds)} "
              f"--steps={FLAGS.steps} --num_validation={FLAGS.num_validation} --configs={','.join(names)} "
              f"--workroot={FLAGS.workroot} --out={FLAGS.out} --plot={FLAGS.plot}")
   lines = [f"Command: `{command}`", "", *table(results), "", "Paired per-seed differences (selected):", "",

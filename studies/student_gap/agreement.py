@@ -1,7 +1,8 @@
 """How closely does a finished MPL run's student follow its teacher? Agreement of their predicted classes on the
 labeled, unlabeled and test parts of an .npz, with each network's accuracy where there are labels.
 
-  python tools/agreement.py --workdir=runs/standin_study/shapes32/mpl.seed0 --npz=runs/standins/shapes32.npz
+  python studies/student_gap/agreement.py --workdir=runs/standin_study/shapes32/mpl.seed0 \\
+      --npz=runs/standins/shapes32.npz
 
 Reads the networks from the run's last `distill` checkpoint (the student as the distill phase left it, before
 finetuning; --phase=mpl for the MPL student, which is its EMA copy when EMA is on) and the network definition from
@@ -15,7 +16,8 @@ import sys
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root (two levels up), so that `mpl_tf` imports without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import numpy as np  # pylint: disable=wrong-import-position
 

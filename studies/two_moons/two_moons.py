@@ -24,7 +24,8 @@ over training, the feedback h, the labeled loss, the norms of the teacher's supe
 and what the teacher's sampled labels look like (`diagnostics` in the JSON, a table in the markdown).
 
 Accuracy is the fraction of all 2,000 points classified correctly, as in the paper's figure.
-Example: python tools/two_moons.py --out=docs   (the table in docs/two_moons.md; about 10-15 minutes on 2 cores)
+Example: python studies/two_moons/two_moons.py --out=studies/two_moons   (the table in studies/two_moons/two_moons.md;
+about 10-15 minutes on 2 cores)
 """
 import json
 import os
@@ -37,7 +38,7 @@ from typing import Dict, List, Sequence
 from absl import app
 from absl import flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
@@ -46,7 +47,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 _UDA = ["build_dataset.two_views = True", "build_dataset.noise_stddev = 0.2", "uda.weight = 1.0"]
 _FORMS = {"ld": ("loss difference", "loss_difference"), "le": ("label effect", "label_effect")}
-# The feedback study (RESULTS.md, docs/feedback.md): h as the paper's loss difference or the label effect, the
+# The feedback study (studies/feedback_study/README.md, docs/feedback.md): h as the paper's loss difference or the label effect, the
 # hard-label term averaged or summed over the unlabeled batch, with and without the teacher's UDA term; the
 # controls are mpl_off and mpl_uda_off (CONTROLS). Every option is written out, never left to a default.
 FEEDBACK_VARIANTS: Dict[str, tuple] = {
@@ -365,7 +366,8 @@ def plot(models: Dict[str, object], accuracies: Dict[str, float], seed: int, pat
 
 
 # --- report ----------------------------------------------------------------------------------------
-BEGIN, END = "<!-- tools/two_moons.py: begin generated section -->", "<!-- tools/two_moons.py: end -->"
+BEGIN = "<!-- studies/two_moons/two_moons.py: begin generated section -->"
+END = "<!-- studies/two_moons/two_moons.py: end -->"
 
 
 def _stats(values: Sequence[float]) -> str:
@@ -449,7 +451,7 @@ def main(argv):
   tf.get_logger().setLevel("ERROR")
   os.makedirs(FLAGS.out, exist_ok=True)
   from mpl_tf import console, runs as run_lib  # pylint: disable=import-outside-toplevel
-  command = run_lib.thread_prefix() + console.shell_join(["python", "tools/two_moons.py", *sys.argv[1:]])
+  command = run_lib.thread_prefix() + console.shell_join(["python", "studies/two_moons/two_moons.py", *sys.argv[1:]])
   seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds))
   start = time.time()
   results, models = {}, {}
