@@ -180,7 +180,7 @@ def test_the_augmented_digits_recipe_on_a_mesh_trains_the_single_device_run(sing
   float32 rounding.
 
   Within MESH_TOLERANCE (5e-5) of each checkpoint tensor's largest magnitude, and of max(1, |value|) for each
-  metric (tools/compare_runs.py --tolerance). float32, not float64 as tests/mesh_runs.py compares deep networks:
+  metric (tools/compare_runs.py --tolerance). float32, not float64 as tests/layout/mesh_runs.py compares deep networks:
   the command line pins the float32 policy (run.mixed_precision = 'float64' fails in evaluation, whose top-k needs
   float32 logits), and this small CNN does not amplify rounding chaotically. Measured here: the largest difference
   is 2.7e-6 of its tensor (the MPL baseline on 2x2; weights 1.1e-6), the accuracies are equal and the losses agree

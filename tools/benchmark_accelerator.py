@@ -15,7 +15,7 @@ Writes `<out_dir>/accelerator.json` and `<out_dir>/accelerator.md` (the tables f
 device's name). The run squeezes the recipe's warmup and student wait into the first 5% of its steps: it
 measures throughput and memory, not accuracy. `--quick` shrinks everything (16x16 step benchmark with XLA off
 and two MPL variants, 20 steps of the run at gin/smoke.gin's batch sizes) so that the whole path runs on a CPU
-in about 6 minutes (tests/test_benchmark_accelerator.py, slow).
+in about 6 minutes (tests/tools/test_benchmark_accelerator.py, slow).
 """
 import json
 import os

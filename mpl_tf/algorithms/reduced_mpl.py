@@ -19,7 +19,7 @@ how a batch is split and how the teacher's logits are made (`_split`, `_teacher_
 the teacher's gradient is (h - b) * grad CE(y_hat, T_R(p_u)) with h = old - new labeled loss of the student;
 with soft labels it is the exact one-step meta-gradient through the student's update. Only the teacher's
 input (p instead of x) and its auxiliary loss (supervised CE on p_l; no UDA, since T_R never sees two views)
-differ. `tests/test_reduced_mpl.py` checks both estimators against finite differences / exact enumeration.
+differ. `tests/algorithms/test_reduced_mpl.py` checks both estimators against finite differences / exact enumeration.
 """
 from typing import List, Optional, Sequence
 

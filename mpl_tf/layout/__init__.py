@@ -46,7 +46,7 @@ import os
 # DTensor's all-reduce combining pass (on by default in TF 2.21) moves the reductions of a step past the variable
 # writes and reads that follow them: a variable written and read back in one step (the MPL student's update and
 # its labeled loss "after"; a metric's result) then reads stale values, and some updates are lost. Measured in
-# tests/test_layout.py; must be set before DTensor compiles its first function, so before the imports below.
+# tests/layout/test_layout.py; must be set before DTensor compiles its first function, so before the imports below.
 os.environ.setdefault("DTENSOR_ENABLE_COMBINE_ALL_REDUCES_OPTIMIZATION", "0")
 
 # pylint: disable=wrong-import-position

@@ -103,7 +103,7 @@ def refuse_grouped_convolutions(mesh: Mesh, layers: Sequence[str], onednn: Optio
   no grouped gradient: Conv2DBackpropFilter fails with "filter_size does not have enough elements, requested
   k*k*C*C, got k*k*C" and Conv2DBackpropInput with "Gradients for grouped convolutions are not supported on
   CPU". oneDNN's CPU kernels do have it (a mesh's gradients then equal the single-device XLA ones,
-  tests/dtensor_checks.py). The forward pass works either way; GPU meshes are not refused (untested here).
+  tests/layout/dtensor_checks.py). The forward pass works either way; GPU meshes are not refused (untested here).
   """
   if not layers or mesh.device_type().upper() != "CPU":
     return

@@ -134,7 +134,7 @@ def test_folder_errors_name_the_folder_or_file(tmp_path):
 
 def test_shuffled_indices_give_every_iterator_the_same_epochs_each_a_permutation():
   """Two iterators of one stream (a mesh's per-device readers) see one sequence; each epoch is a permutation;
-  the seed changes it. (A seed-generator shuffle gave each iterator its own order: tests/test_layout.py.)"""
+  the seed changes it. (A seed-generator shuffle gave each iterator its own order: tests/layout/test_layout.py.)"""
   from mpl_tf.data.sources import shuffled_indices  # pylint: disable=import-outside-toplevel
   indices = np.arange(10, 17)
   stream = shuffled_indices(indices, seed=3).batch(7)

@@ -1,6 +1,6 @@
 """Runs of the same MPL step or gradient on a DTensor mesh and on one device, and their comparison.
 
-The pieces the checks of tests/dtensor_checks.py share (they run in its process, after it has configured the
+The pieces the checks of tests/layout/dtensor_checks.py share (they run in its process, after it has configured the
 virtual CPU devices): seeded networks, float32 data, MPL models on a mesh or not, their full state, and the two
 comparisons, `compare_with_single_device` (MPL runs) and `gradients_equal_single_device` (one gradient).
 """

@@ -19,9 +19,9 @@ from mpl_tf.algorithms.reduced_mpl import ReducedMetaPseudoLabelsModel, build_re
 from mpl_tf.data.stored_predictions import DatasetInputs, StoredPredictions, stored_prediction_dataset
 from mpl_tf.keras import keras
 from tests.conftest import checkpoint_options, resumes_at_the_same_element, tiny_batch, tiny_mlp
-from tests.test_mpl_gradients import ETA, finite_difference_gradient, flat, one_step_labeled_loss
+from tests.algorithms.test_mpl_gradients import ETA, finite_difference_gradient, flat, one_step_labeled_loss
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_reduced_teacher(seed=1, classes=3):

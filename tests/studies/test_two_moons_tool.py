@@ -3,7 +3,7 @@ configuration changed."""
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "studies", "two_moons"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "studies", "two_moons"))
 import two_moons  # pylint: disable=wrong-import-position
 
 
@@ -24,7 +24,7 @@ def test_a_sweep_with_a_diagnosis_runs_from_the_command_line(tmp_path):
   trains once more in chunks. The diagnosis once used a name the cache refactor had removed (NameError)."""
   import json  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   command = [sys.executable, os.path.join(root, "studies", "two_moons", "two_moons.py"), "--gin_file=gin/two_moons.gin",
              "--gin_file=gin/smoke.gin", "--seeds=1", "--methods=mpl_off", "--diagnose=mpl",
              "--diagnose_steps=0,4", "--plot_seed=0", f"--cache={tmp_path / 'cache'}", f"--out={tmp_path / 'out'}"]

@@ -1,9 +1,9 @@
-"""DTensor checks on virtual CPU devices, run in a fresh process by tests/test_layout.py.
+"""DTensor checks on virtual CPU devices, run in a fresh process by tests/layout/test_layout.py.
 
 Virtual devices must be configured before TensorFlow runs its first op, which pytest's process has long done,
-so the checks run here: `python tests/dtensor_checks.py [--devices N] CHECK...` runs each named check, catches
+so the checks run here: `python tests/layout/dtensor_checks.py [--devices N] CHECK...` runs each named check, catches
 its failure, and prints one JSON line `{"check": "ok" | traceback}` last. Most checks compare a mesh run with
-the single-device run of the same code, seed and data (tests/mesh_runs.py), in float32, or in float64 where
+the single-device run of the same code, seed and data (tests/layout/mesh_runs.py), in float32, or in float64 where
 float32 rounding in a deep network hides what it should show; the others check layouts and refusals.
 """
 import argparse
@@ -16,7 +16,7 @@ import traceback
 import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
@@ -37,7 +37,7 @@ def slow_check(fn):
   return fn
 
 
-from tests.mesh_runs import (B, NUM_CLASSES, compare_with_single_device, gradients_equal_single_device,  # pylint: disable=wrong-import-position
+from tests.layout.mesh_runs import (B, NUM_CLASSES, compare_with_single_device, gradients_equal_single_device,  # pylint: disable=wrong-import-position
                               mpl_model, networks, state, steps_data, train_steps)
 
 
@@ -273,7 +273,7 @@ def grouped_convolutions_train_on_a_cpu_mesh_only_with_onednn():
 
   DTensor runs its gradient with TensorFlow's plain kernels, not XLA-compiled as Keras does off a mesh, and
   only oneDNN's CPU kernels have a grouped gradient (`layout.refuse_grouped_convolutions`). With oneDNN: the
-  input and kernel gradients equal the single-device (XLA) ones. Without (tests/test_layout.py runs this check
+  input and kernel gradients equal the single-device (XLA) ones. Without (tests/layout/test_layout.py runs this check
   with TF_ENABLE_ONEDNN_OPTS=0 too): place_network refuses the network by name instead of failing in the step.
   """
   from mpl_tf.keras import keras  # pylint: disable=import-outside-toplevel

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "studies", "ablations"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "studies", "ablations"))
 import ablations  # pylint: disable=wrong-import-position
 
 
@@ -38,7 +38,7 @@ def test_paired_differences_match_a_hand_computation():
 
 
 def test_every_configuration_names_a_gin_file_that_exists():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   for name, (gin_file, bindings, description) in ablations.CONFIGS.items():
     assert os.path.exists(os.path.join(root, gin_file)), name
     assert any(b.startswith("run.method") for b in bindings) and description

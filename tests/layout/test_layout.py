@@ -1,7 +1,7 @@
 """mpl_tf.layout: MPL on DTensor meshes of virtual CPU devices gives the single-device run, layouts as planned.
 
 The mesh checks need virtual CPU devices configured before TensorFlow starts, so they run in one fresh process
-(`tests/dtensor_checks.py`, about 40 s of CPU) and each is reported here as its own test. The command-line test
+(`tests/layout/dtensor_checks.py`, about 40 s of CPU) and each is reported here as its own test. The command-line test
 trains the TwoMoon smoke run on a 2 x 2 mesh picked by gin.
 """
 import json
@@ -19,15 +19,15 @@ from mpl_tf.keras import keras
 from mpl_tf.models import builder
 from tests.conftest import MESH_FLAGS, assert_same_run, smoke_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "layout"))
 import dtensor_checks  # pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope="module")
 def mesh_checks():
-  """Runs every check of tests/dtensor_checks.py in one process with 4 virtual CPU devices."""
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "dtensor_checks.py"), "--devices", "4"],
+  """Runs every check of tests/layout/dtensor_checks.py in one process with 4 virtual CPU devices."""
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "layout", "dtensor_checks.py"), "--devices", "4"],
                         cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
   lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
   assert proc.returncode == 0 and lines, f"dtensor_checks.py failed:\n{proc.stderr[-5000:]}"
@@ -36,7 +36,7 @@ def mesh_checks():
 
 @pytest.mark.parametrize("name", list(dtensor_checks.CHECKS))
 def test_on_virtual_cpu_meshes(mesh_checks, name):
-  """See each check's code in tests/dtensor_checks.py (mesh run == single-device run, layouts, round trips)."""
+  """See each check's code in tests/layout/dtensor_checks.py (mesh run == single-device run, layouts, round trips)."""
   assert mesh_checks[name] == "ok", f"{name}:\n{mesh_checks[name]}"
 
 
@@ -44,7 +44,7 @@ def test_on_virtual_cpu_meshes(mesh_checks, name):
 @pytest.mark.parametrize("name", list(dtensor_checks.SLOW))
 def test_big_families_on_virtual_cpu_meshes(name):
   """WRN-28-2 MPL, ResNet-50 and EfficientNet-B0 supervised steps on a 2x2 mesh == one device (minutes each)."""
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "dtensor_checks.py"), name], cwd=ROOT,
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "layout", "dtensor_checks.py"), name], cwd=ROOT,
                         capture_output=True, text=True, timeout=3600, check=False)
   lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
   assert proc.returncode == 0 and lines, proc.stderr[-5000:]
@@ -56,7 +56,7 @@ def test_without_onednn_grouped_convolutions_are_refused_on_a_cpu_mesh():
   """The check above in a process with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0), where TensorFlow's CPU kernels have
   no gradient for grouped convolutions: place_network refuses the network with a message naming the problem."""
   name = "grouped_convolutions_train_on_a_cpu_mesh_only_with_onednn"
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "dtensor_checks.py"), name], cwd=ROOT,
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "layout", "dtensor_checks.py"), name], cwd=ROOT,
                         capture_output=True, text=True, timeout=600, check=False,
                         env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0"))
   lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
