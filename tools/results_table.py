@@ -35,10 +35,10 @@ def main(argv):
   del argv
   results = {m: [run_one(m, s) for s in FLAGS.seeds] for m in FLAGS.methods}
   prefix = run_lib.thread_prefix()  # the thread count the figures were measured with
-  lines = [f"Test accuracy (%) over seeds {', '.join(FLAGS.seeds)}; command: `{prefix}python tools/results_table.py "
-           f"--gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} --seeds={','.join(FLAGS.seeds)} "
-           f"--out={FLAGS.out}`"
-           + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings), "",
+  command = (f"{prefix}python tools/results_table.py --gin_file={FLAGS.gin_file} --methods={','.join(FLAGS.methods)} "
+             f"--seeds={','.join(FLAGS.seeds)} --out={FLAGS.out}"
+             + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings))
+  lines = [f"Test accuracy (%) over seeds {', '.join(FLAGS.seeds)}; command: `{command}`", "",
            "| method | student (mean +- std) | student before finetune | teacher | per seed (student) |",
            "| --- | --- | --- | --- | --- |"]
   for method, runs in results.items():
@@ -52,7 +52,7 @@ def main(argv):
   with open(FLAGS.out, "w") as f:
     f.write("\n".join(lines) + "\n")
   with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as f:
-    json.dump(results, f, indent=2, sort_keys=True)
+    json.dump({"command": command, "results": results}, f, indent=2, sort_keys=True)
   print("\n".join(lines))
 
 

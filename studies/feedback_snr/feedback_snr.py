@@ -150,6 +150,8 @@ def run(argv):
     if os.path.exists(FLAGS.out):
       with open(FLAGS.out) as f:
         saved = json.load(f)
+    from mpl_tf import console, runs  # pylint: disable=import-outside-toplevel
+    result["command"] = runs.thread_prefix() + console.shell_join(["python", *sys.argv])  # regenerates this entry
     saved[FLAGS.label] = result
     with open(FLAGS.out, "w") as f:
       json.dump(saved, f, indent=2, sort_keys=True)
