@@ -63,8 +63,27 @@ def bindings(config_text: str) -> Dict[str, str]:
   return out
 
 
+def with_macros_expanded(config: Dict[str, str]) -> Dict[str, str]:
+  """`bindings` as the run reads them: a value that is a macro reference (`%EMA_DECAY`) replaced by the macro's
+  value, and the macros themselves (keys without a configurable, `EMA_DECAY`) left out. So a configuration that
+  moves a repeated value into a macro, or a macro no binding uses, is the same configuration."""
+  macros = {k: v for k, v in config.items() if "." not in k}
+  out = {}
+  for key, value in config.items():
+    if key in macros:
+      continue
+    seen = set()
+    while value.startswith("%") and value[1:] in macros and value not in seen:  # a macro may name a macro
+      seen.add(value)
+      value = macros[value[1:]]
+    out[key] = value
+  return out
+
+
 def differences(recorded: Dict[str, str], new: Dict[str, str], may_change: Sequence[str] = MAY_CHANGE) -> List[str]:
-  """One line per binding that differs, as 'key: recorded -> new' ('(unset)' where a side lacks it)."""
+  """One line per binding that differs, as 'key: recorded -> new' ('(unset)' where a side lacks it), macros
+  expanded (`with_macros_expanded`)."""
+  recorded, new = with_macros_expanded(recorded), with_macros_expanded(new)
   lines = []
   for key in sorted(set(recorded) | set(new)):
     if key in may_change or _resolved(key, recorded.get(key)) == _resolved(key, new.get(key)):

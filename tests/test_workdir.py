@@ -35,9 +35,20 @@ def test_differences_name_each_binding_and_ignore_what_only_changes_watching():
   new = dict(old, **{"run.method": "'uda'", "run.verbose": "0", "STEPS": "200", "uda.weight": "8.0"})
   del new["build_dataset.augment_ops"]
   assert workdir_lib.differences(old, new) == [
-      "STEPS: 100 -> 200", "build_dataset.augment_ops: \\ ['AutoContrast', 'Brightness', 'Contrast'] -> (unset)",
-      "run.method: 'mpl' -> 'uda'", "uda.weight: (unset) -> 8.0"]
+      "build_dataset.augment_ops: \\ ['AutoContrast', 'Brightness', 'Contrast'] -> (unset)",
+      "run.method: 'mpl' -> 'uda'", "run.steps: 100 -> 200", "uda.weight: (unset) -> 8.0"]
   assert workdir_lib.differences(old, dict(old, **{"run.verbose": "0", "run.export": "False"})) == []
+
+
+def test_a_value_moved_into_a_macro_is_the_same_configuration():
+  """Issue 28 put repeated values into gin macros (`UDAModel.ema_decay = %EMA_DECAY`): a run recorded before
+  resumes under the new files, while a macro whose value changed is named by the bindings that use it."""
+  recorded = {"UDAModel.ema_decay": "0.99", "SupervisedModel.ema_decay": "0.99", "run.steps": "100"}
+  moved = {"EMA_DECAY": "0.99", "UDAModel.ema_decay": "%EMA_DECAY", "SupervisedModel.ema_decay": "%EMA_DECAY",
+           "STEPS": "%HUNDRED", "HUNDRED": "100", "run.steps": "%STEPS", "UNUSED": "3"}
+  assert workdir_lib.differences(recorded, moved) == []
+  assert workdir_lib.differences(recorded, dict(moved, EMA_DECAY="0.9")) == [
+      "SupervisedModel.ema_decay: 0.99 -> 0.9", "UDAModel.ema_decay: 0.99 -> 0.9"]
 
 
 def test_prepare_records_resumes_refuses_untouched_overwrites_and_allows_on_request(tmp_path):
@@ -50,11 +61,11 @@ def test_prepare_records_resumes_refuses_untouched_overwrites_and_allows_on_requ
   assert workdir_lib.prepare(work, CONFIG.replace("run.verbose = 1", "run.verbose = 0")) == []  # resumes
   changed = CONFIG.replace("STEPS = 100", "STEPS = 300")
   before = sorted(p.name for p in (tmp_path / "run").iterdir())
-  with pytest.raises(workdir_lib.ConfigChanged, match=r"STEPS: 100 -> 300[\s\S]*--overwrite"):
+  with pytest.raises(workdir_lib.ConfigChanged, match=r"run.steps: 100 -> 300[\s\S]*--overwrite"):
     workdir_lib.prepare(work, changed)
   assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
   assert (tmp_path / "run" / "config.gin").read_text() == CONFIG
-  assert workdir_lib.prepare(work, changed, allow_change=True) == ["STEPS: 100 -> 300"]
+  assert workdir_lib.prepare(work, changed, allow_change=True) == ["run.steps: 100 -> 300"]
   assert (tmp_path / "run" / "config.gin").read_text() == changed
   (tmp_path / "run" / "notes.txt").write_text("mine")
   assert workdir_lib.prepare(work, CONFIG, overwrite=True) == []
@@ -68,9 +79,9 @@ def test_the_other_clients_of_a_multi_client_run_check_the_same_but_write_nothin
   workdir_lib.prepare(str(work), CONFIG)
   os.makedirs(work / "checkpoints" / "mpl")
   changed = CONFIG.replace("STEPS = 100", "STEPS = 300")
-  with pytest.raises(workdir_lib.ConfigChanged, match="STEPS: 100 -> 300"):
+  with pytest.raises(workdir_lib.ConfigChanged, match="run.steps: 100 -> 300"):
     workdir_lib.prepare(str(work), changed, write=False)
-  assert workdir_lib.prepare(str(work), changed, allow_change=True, write=False) == ["STEPS: 100 -> 300"]
+  assert workdir_lib.prepare(str(work), changed, allow_change=True, write=False) == ["run.steps: 100 -> 300"]
   assert workdir_lib.prepare(str(work), changed, overwrite=True, write=False) == []  # the chief deletes
   assert (work / "config.gin").read_text() == CONFIG and (work / "checkpoints").exists()
 
