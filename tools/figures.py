@@ -15,11 +15,14 @@ A Markdown document marks a figure with what it is, so the figure is rendered, n
   paired JSON ARM CONTROL [METRIC]  ARM - CONTROL per seed (default: the exported student), points ('+2.07 +- 0.76')
   diff JSON ARM CONTROL [METRIC]  its mean only ('+2.07')
   better JSON ARM CONTROL [METRIC]  'better on 3 of 5 seeds'
+  t JSON ARM CONTROL [METRIC]     the paired t ('t +4.73')
+  counts JSON ARM CONTROL [METRIC]  seeds better / equal / worse ('3 / 0 / 0')
   seed JSON ARM METRIC INDEX      one seed's value, in percent ('97.00')
   seed_fraction JSON ARM METRIC INDEX   the same as a fraction ('0.855': TwoMoon)
   cited JSON KEY                  a figure measured by others, as docs/cited_results.json quotes it
   seconds JSON                    the range of the arms' mean time a run ('134-187 s')
-METRIC `selected` is the ablations' student chosen on validation (with or without finetuning).
+METRIC `selected` is the ablations' student chosen on validation (with or without finetuning), `validation` its
+validation accuracy (studies/ablations/ablations.py, `scores`).
   compare_table JSON              the arms table of an `mpl-compare` report (`mpl_tf.compare.table`)
   compare_parts JSON              its table of each part against its own control, paired by seed
   results_table JSON              the table of a `tools/results_table.py` report
@@ -91,8 +94,8 @@ def per_seed(results: dict, arm: str, metric: str) -> List[float]:
   if arm not in results:
     raise KeyError(f"no arm {arm!r} (arms: {', '.join(results)})")
   runs_ = results[arm]
-  if metric == "selected":
-    return [float(_ablations().scores(r)["selected"]) for r in runs_]
+  if metric in ("selected", "validation"):
+    return [float(_ablations().scores(r)[metric]) for r in runs_]
   values = [r.get(metric) for r in runs_] if isinstance(runs_, list) else runs_.get(metric)
   if values is None or any(v is None for v in values):
     raise KeyError(f"arm {arm!r} has no {metric!r} on every seed")
@@ -129,10 +132,11 @@ def render(spec: str) -> str:
   if kind == "fraction":  # TwoMoon's reports give the population std over seeds
     values = per_seed(results, *args)
     return f"{statistics.mean(values):.3f} +- {statistics.pstdev(values):.3f}"
-  if kind in ("paired", "diff", "better"):
+  if kind in ("paired", "diff", "better", "t", "counts"):
     p = _paired(results, *args)
     return {"paired": f"{p['mean']:+.2f} +- {p['std']:.2f}", "diff": f"{p['mean']:+.2f}",
-            "better": f"better on {p['better']} of {p['n']} seeds"}[kind]
+            "better": f"better on {p['better']} of {p['n']} seeds", "t": f"t {p['t']:+.2f}",
+            "counts": f"{p['better']} / {p['equal']} / {p['worse']}"}[kind]
   if kind == "seed":
     arm, metric, index = args
     return f"{100 * per_seed(results, arm, metric)[int(index)]:.2f}"
