@@ -94,6 +94,9 @@ class DatasetSpec:
   unlabeled_includes_labeled: bool = False
   image_size: Optional[int] = None  # sources of varying sizes are cropped / resized to this
   fill_from_border: bool = False  # fill value = the images' median border pixel (`augment.border_fill`)
+  # Data that is not images from a source (two moons) builds its whole bundle: called with build_dataset's split
+  # and batch settings, in place of the source, split and views below.
+  bundle: Optional[Callable[..., "DatasetBundle"]] = None
 
 
 # A user's own images may be anything (digits, documents, scans, medical images): no flips unless asked, only
@@ -123,7 +126,8 @@ SPECS: Dict[str, DatasetSpec] = {
         augment=augment.AugmentConfig(flip=False, pad_fraction=0.125, fill_value=0.0, ops=augment.DIGITS_OPS,
                                       magnitude=10.0, cutout_fraction=0.25),
         num_labeled=50, num_test=500),
-    "two_moons": DatasetSpec(source=None, augment=augment.AugmentConfig(), num_labeled=6),
+    "two_moons": DatasetSpec(source=None, augment=augment.AugmentConfig(), num_labeled=6,
+                             bundle=lambda **settings: _two_moons(**settings)),
     "folder": DatasetSpec(
         source=lambda path=None, unlabeled_path=None, test_path=None, image_size=None, **_: folder_source(
             _required(path, "folder"), unlabeled_path=unlabeled_path, test_path=test_path,
@@ -219,9 +223,11 @@ def build_dataset(name: str, *, num_labeled: splits.Count = None, seed: int = 0,
   num_validation = spec.num_validation if num_validation is None else num_validation
   split_name = splits.split_name(name, seed, num_labeled, defaults[0], num_validation, defaults[1])
 
-  if name == "two_moons":
-    return _two_moons(num_labeled, seed, batch_size, unlabeled_batch_size, labeled_batch_size, two_views,
-                      unlabeled_view, eval_batch_size, noise_stddev, split_name)
+  if spec.bundle is not None:
+    return spec.bundle(num_labeled=num_labeled, seed=seed, batch_size=batch_size,
+                       unlabeled_batch_size=unlabeled_batch_size, labeled_batch_size=labeled_batch_size,
+                       two_views=two_views, unlabeled_view=unlabeled_view, eval_batch_size=eval_batch_size,
+                       noise_stddev=noise_stddev, split_name=split_name)
 
   source = spec.source(data_dir=data_dir, path=path, unlabeled_path=unlabeled_path, test_path=test_path,
                        image_size=image_size)
