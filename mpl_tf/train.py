@@ -35,7 +35,7 @@ flags.DEFINE_enum(console.LEVEL_FLAG, None, ["0", "1", "2", "3"], console.LEVEL_
 usage.exit_on_help(__name__, "mpl-train", __doc__, [
     "gin_file", "gin_bindings", "workdir", "overwrite", "allow_config_change", "show_config", console.LEVEL_FLAG],
     more="Every hyperparameter is a gin binding: see a recipe's with mpl-train --show_config "
-         "--gin_file=gin/own_data.gin (the recipes: gin/*.gin; own data: README, \"Your own data\").")
+         "--gin_file=gin/own_data.gin (the recipes: gin/*.gin; own data: README, \"Your own images\").")
 
 with console.loading_tensorflow():  # TensorFlow's C++ log level is set before it loads (--tf_log_level)
   from absl import app
