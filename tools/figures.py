@@ -19,6 +19,7 @@ A Markdown document marks a figure with what it is, so the figure is rendered, n
   counts JSON ARM CONTROL [METRIC]  seeds better / equal / worse ('3 / 0 / 0')
   seed JSON ARM METRIC INDEX      one seed's value, in percent ('97.00')
   seed_fraction JSON ARM METRIC INDEX   the same as a fraction ('0.855': TwoMoon)
+  per_seed JSON ARM METRIC        every seed's value, in percent, one decimal ('97.4, 95.2, 95.2')
   cited JSON KEY                  a figure measured by others, as docs/cited_results.json quotes it
   seconds JSON                    the range of the arms' mean time a run ('134-187 s')
 METRIC `selected` is the ablations' student chosen on validation (with or without finetuning), `validation` its
@@ -52,6 +53,8 @@ SHAPES = "studies/attribution/own_data_shapes32.json"
 TWO_MOONS = "studies/two_moons/two_moons_feedback_no_uda/two_moons.json"
 TWO_MOONS_10 = "studies/two_moons/two_moons.json"
 CITED = "docs/cited_results.json"
+REDUCED = "studies/reduced_mpl/digits.json"
+REDUCED_OFF = "studies/reduced_mpl/digits_feedback_off.json"
 # Figures quoted where no marker fits: (file, spec) pairs whose rendering must appear in the file.
 QUOTES = {
     "mpl_tf/train.py": [f"mean {DIGITS} supervised student/accuracy", f"mean {DIGITS} uda student/accuracy",
@@ -71,6 +74,12 @@ QUOTES = {
                           f"fraction {TWO_MOONS} mpl_le_mean student", f"fraction {TWO_MOONS_10} mpl student",
                           f"fraction_mean {TWO_MOONS_10} supervised student",
                           f"fraction_mean {TWO_MOONS_10} pseudo_labels student"],
+    "gin/digits_reduced_mpl.gin": [f"mean {REDUCED} reduced_mpl student/accuracy",
+                                   f"per_seed {REDUCED} reduced_mpl student/accuracy",
+                                   f"mean {REDUCED} reduced_mpl big_teacher/accuracy",
+                                   f"mean {REDUCED} reduced_mpl teacher/accuracy",
+                                   f"mean {REDUCED_OFF} reduced_mpl student/accuracy",
+                                   f"per_seed {REDUCED_OFF} reduced_mpl student/accuracy"],
     "gin/cifar10_4k.gin": [f"cited {CITED} paper.cifar10_4k", f"cited {CITED} mpl_pytorch.cifar10_4k"],
     "gin/svhn_1k.gin": [f"cited {CITED} paper.svhn_1k"],
     "gin/imagenet_10pct.gin": [f"cited {CITED} paper.imagenet_10pct.top1", f"cited {CITED} paper.imagenet_10pct.top5"],
@@ -140,6 +149,8 @@ def render(spec: str) -> str:
   if kind == "seed":
     arm, metric, index = args
     return f"{100 * per_seed(results, arm, metric)[int(index)]:.2f}"
+  if kind == "per_seed":
+    return ", ".join(f"{100 * v:.1f}" for v in per_seed(results, *args))
   if kind == "seed_fraction":
     arm, metric, index = args
     return f"{per_seed(results, arm, metric)[int(index)]:.3f}"
