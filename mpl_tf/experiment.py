@@ -30,6 +30,7 @@ from mpl_tf.keras import keras
 from mpl_tf.runner import RunResult, evaluate  # pylint: disable=unused-import  (part of this module's interface)
 from mpl_tf.schedules import Delayed, WarmupCosine
 
+
 def discover_methods(package=algorithms) -> Dict[str, Method]:
   """Every `Method` a module of `package` declares at module level, by name (modules in name order)."""
   found = {}
