@@ -23,10 +23,11 @@ tested in this process at the end of this file).
 
 And the augmented digits recipe on a 2x1 and a 2x2 virtual CPU mesh trains the single-device run (below).
 
-Cost: the default suite trains digits 4 times and own_data and imagenet_10pct 3 times each (their same-seed
-repeats are slow: the resume test catches a run-to-run difference too), plus the mesh check: 300 s in all on a
-2-core machine at load 1, 520 s beside two busy-looping processes. The ImageNet kill-and-resume replaces the one
-tests/test_paper_recipes.py ran in the default suite (now slow, with the same bitwise check).
+Cost: the default suite trains digits once uninterrupted and once through SIGINT and SIGTERM (three processes),
+and own_data and imagenet_10pct twice each (uninterrupted; killed and resumed), plus the mesh check. The same-seed
+repeats and digits' SIGKILL leg are slow (`make test-slow`): in the default suite a run-to-run difference or a
+broken resume already fails the other legs and tests/algorithms/test_methods.py. The ImageNet kill-and-resume
+replaces the one tests/test_paper_recipes.py ran in the default suite (now slow, with the same bitwise check).
 """
 import json
 import os
@@ -91,15 +92,18 @@ def recipes(tmp_path_factory, generated_tfds_dir):
 
 
 # The resume test of a recipe catches any run-to-run difference too (its killed leg trains from scratch): this
-# test tells the two apart. Digits runs it in the default suite (`make digits` twice is the issue's check).
-@pytest.mark.parametrize("recipe", ["digits", pytest.param("own_data", marks=pytest.mark.slow),
-                                    pytest.param("imagenet_10pct", marks=pytest.mark.slow)])
+# test tells the two apart. Slow for every recipe: in the default suite a run-to-run difference already fails the
+# kill-and-resume tests below, the SIGINT / SIGTERM test and every method's resume in
+# tests/algorithms/test_methods.py (`make digits` twice is the issue's check).
+@pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.slow) for r in PHASES])
 def test_the_same_seed_trains_the_same_run_twice(recipes, recipe):
   first = recipes.uninterrupted(recipe)
   assert assert_identical_runs(first, recipes.train(recipe, "again")) == PHASES[recipe]
 
 
-@pytest.mark.parametrize("recipe", list(PHASES))
+# Digits' SIGKILL leg is slow: the default suite kills and resumes own data (augmented views and dropout as digits,
+# with soft labels and the distill phase) and ImageNet here, and digits with SIGINT / SIGTERM below.
+@pytest.mark.parametrize("recipe", [pytest.param("digits", marks=pytest.mark.slow), "own_data", "imagenet_10pct"])
 def test_a_run_killed_right_after_a_checkpoint_resumes_to_the_uninterrupted_run(recipes, recipe, tmp_path):
   first = recipes.uninterrupted(recipe)
   gin_files, bindings = recipes.command(recipe)
