@@ -124,6 +124,25 @@ def contrasts(students: Dict[str, List[float]]) -> List[Tuple[str, str, str, Lis
   return out
 
 
+# The report's table of each part of MPL against its own control (`parts_rows`), paired by seed.
+PARTS_HEADER = ("| comparison | mean | std | paired t | seeds better / equal / worse |", "| --- | --- | --- | --- | --- |")
+
+
+def students_of(results: dict) -> Dict[str, List[float]]:
+  """arm -> the exported student's test accuracy per seed, in points."""
+  return {arm: [100 * r["student/accuracy"] for r in runs] for arm, runs in results.items()}
+
+
+def parts_rows(students: Dict[str, List[float]]) -> List[str]:
+  """One `runs.paired_row` per contrast (`contrasts`), and Reduced MPL against MPL when both ran."""
+  rows = [run_lib.paired_row(f"{arm} - {control} ({part})", diffs)
+          for arm, control, part, diffs in contrasts(students)]
+  if "reduced_mpl" in students and "mpl" in students:
+    rows.append(run_lib.paired_row("reduced_mpl - mpl", [a - b for a, b in zip(students["reduced_mpl"],
+                                                                               students["mpl"])]))
+  return rows
+
+
 def verdict(students: Dict[str, List[float]]) -> str:
   """The plain sentences: each part of MPL against its own control, then MPL against the best baseline."""
   parts = [(arm, control, part, diffs, classify(diffs)) for arm, control, part, diffs in contrasts(students)]
@@ -218,7 +237,7 @@ def main(argv):
       except subprocess.CalledProcessError as e:
         raise SystemExit(f"mpl-compare: arm {arm}, seed {seed} stopped (exit status {e.returncode}; its message is "
                          f"above); finished arms are kept: rerun the same command to resume") from None
-  students = {arm: [100 * r["student/accuracy"] for r in runs] for arm, runs in results.items()}
+  students = students_of(results)
   gap = [100 * (r["student/accuracy"] - r["teacher/accuracy"]) for r in results["mpl"]]  # student - teacher
   mpl_dirs = [os.path.join(FLAGS.workroot, f"mpl.seed{seed}") for seed in FLAGS.seeds]
   curve, distill_curve = gap_curve(mpl_dirs), gap_curve(mpl_dirs, phase="distill")
@@ -227,16 +246,10 @@ def main(argv):
                         f"--methods={','.join(FLAGS.methods)}", f"--seeds={','.join(FLAGS.seeds)}",
                         f"--steps={FLAGS.steps}", f"--workroot={FLAGS.workroot}", f"--out={FLAGS.out}",
                         *(f"--gin_bindings={b}" for b in FLAGS.gin_bindings)])
-  rows = [run_lib.paired_row(f"{arm} - {control} ({part})", diffs)
-          for arm, control, part, diffs in contrasts(students)]
-  if "reduced_mpl" in students:
-    rows.append(run_lib.paired_row("reduced_mpl - mpl", [a - b for a, b in zip(students["reduced_mpl"],
-                                                                               students["mpl"])]))
   lines = [f"Command: `{command}`", "", "Test accuracy (%), mean +- std over seeds:", "", *table(results), "",
            "Each part of MPL against its own control, and MPL's student against its own teacher, paired by seed "
            "(exported students, points):", "",
-           "| comparison | mean | std | paired t | seeds better / equal / worse |", "| --- | --- | --- | --- | --- |",
-           *rows, run_lib.paired_row("mpl student - mpl teacher", gap), "",
+           *PARTS_HEADER, *parts_rows(students), run_lib.paired_row("mpl student - mpl teacher", gap), "",
            *gap_lines(curve, [-g for g in gap], distill_curve), "", verdict(students)]
   os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
   with open(FLAGS.out, "w") as f:

@@ -27,7 +27,7 @@ from mpl_tf.algorithms.uda import UDASettings
 from mpl_tf.data import stored_predictions
 from mpl_tf.data.datasets import build_dataset as _build_dataset
 from mpl_tf.keras import keras
-from mpl_tf.runner import RunResult, evaluate  # pylint: disable=unused-import  (part of this module's interface)
+from mpl_tf.runner import RunResult
 from mpl_tf.schedules import Delayed, WarmupCosine
 
 
@@ -77,9 +77,7 @@ def _inherited(cls, kwargs: Dict) -> Dict:
   out = dict(kwargs)
   for name in names:
     if name not in out and _query(f"{cls.__name__}.{name}", _UNBOUND) is _UNBOUND:
-      value = _query(f"{base.__name__}.{name}", _UNBOUND)
-      if isinstance(value, gin.config.ConfigurableReference):  # a macro: %FEEDBACK
-        value = value.scoped_configurable_fn()
+      value = _query(f"{base.__name__}.{name}", _UNBOUND, resolve=True)
       if value is not _UNBOUND:
         out[name] = value
   return out
@@ -190,12 +188,16 @@ def schedule_does_not_fit(scope: str, total_steps: int, wait_steps: int) -> str:
           f"{_STEPS_BINDING.get(scope, 'the steps')}; for a few steps of every phase add --gin_file=gin/smoke.gin")
 
 
-def _query(key: str, default):
-  """The value gin binds to `key`, or `default` where nothing binds it."""
+def _query(key: str, default, resolve: bool = False):
+  """The value gin binds to `key`, or `default` where nothing binds it; with `resolve`, a macro reference
+  (`run.steps = %STEPS`) as the macro's value."""
   try:
-    return gin.query_parameter(key)
+    value = gin.query_parameter(key)
   except ValueError:
     return default
+  if resolve and isinstance(value, gin.config.ConfigurableReference):
+    value = value.scoped_configurable_fn()
+  return value
 
 
 @gin.configurable
@@ -301,10 +303,7 @@ def run_settings() -> Dict:
   defaults = {p.name: p.default for p in inspect.signature(run.__wrapped__).parameters.values()}
   out = {}
   for name in ("method", "seed", "steps"):
-    value = _query(f"run.{name}", defaults[name])
-    if isinstance(value, gin.config.ConfigurableReference):  # a macro: %STEPS
-      value = value.scoped_configurable_fn()
-    out[name] = value
+    out[name] = _query(f"run.{name}", defaults[name], resolve=True)
   return out
 
 

@@ -61,6 +61,21 @@ def mean_std(values) -> str:
   return f"{100 * statistics.mean(values):.2f} +- {100 * std:.2f}"
 
 
+def results_table(results: dict) -> list:
+  """tools/results_table.py's table: per method the student (mean +- std), before finetuning, the teacher where
+  the method has one, and the student per seed. `results`: method -> the metrics.json of each seed's run."""
+  lines = ["| method | student (mean +- std) | student before finetune | teacher | per seed (student) |",
+           "| --- | --- | --- | --- | --- |"]
+  for method, runs in results.items():
+    student = [r["student/accuracy"] for r in runs]
+    before = [r["student/accuracy_before_finetune"] for r in runs if "student/accuracy_before_finetune" in r]
+    teacher = [r["teacher/accuracy"] for r in runs if "teacher/accuracy" in r]
+    per_seed = ", ".join(f"{100 * v:.1f}" for v in student)
+    cells = " | ".join(mean_std(v) for v in (student, before, teacher))
+    lines.append(f"| {method} | {cells} | {per_seed} |")
+  return lines
+
+
 def paired_stats(diffs) -> dict:
   """Per-seed differences (percentage points) -> mean, sample std, paired t (nan when std is 0 or one seed) and
   the counts of seeds better / equal / worse."""

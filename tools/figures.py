@@ -26,7 +26,8 @@ METRIC `selected` is the ablations' student chosen on validation (with or withou
 validation accuracy (studies/ablations/ablations.py, `scores`).
   compare_table JSON              the arms table of an `mpl-compare` report (`mpl_tf.compare.table`)
   compare_parts JSON              its table of each part against its own control, paired by seed
-  results_table JSON              the table of a `tools/results_table.py` report
+                                  (`compare.parts_rows`)
+  results_table JSON              the table of a `tools/results_table.py` report (`runs.results_table`)
 A JSON's runs are `results[ARM]`: a list of metrics.json dicts (mpl-compare, results_table, ablations) or a dict
 of per-seed lists (studies/two_moons/two_moons.py). Files that cannot hold a marker (gin headers, the training
 command's end-of-run quote in mpl_tf/train.py) are listed in `QUOTES`: each spec's rendering must appear in the
@@ -162,24 +163,10 @@ def render(spec: str) -> str:
   if kind == "compare_table":  # tables sit on lines of their own between the markers
     return "\n" + "\n".join(compare.table(results)) + "\n"
   if kind == "compare_parts":
-    students = {arm: [100 * r["student/accuracy"] for r in r_] for arm, r_ in results.items()}
-    return "\n" + "\n".join(["| comparison | mean | std | paired t | seeds better / equal / worse |",
-                               "| --- | --- | --- | --- | --- |",
-                               *(runs.paired_row(f"{arm} - {control} ({part})", diffs)
-                                 for arm, control, part, diffs in compare.contrasts(students))]) + "\n"
+    return "\n" + "\n".join([*compare.PARTS_HEADER, *compare.parts_rows(compare.students_of(results))]) + "\n"
   if kind == "results_table":
-    return "\n" + "\n".join(["| method | student (mean +- std) | student before finetune | teacher | per seed "
-                               "(student) |", "| --- | --- | --- | --- | --- |",
-                               *(_results_row(m, r) for m, r in results.items())]) + "\n"
+    return "\n" + "\n".join(runs.results_table(results)) + "\n"
   raise ValueError(f"unknown figure kind {kind!r} in {spec!r}")
-
-
-def _results_row(method: str, runs_: list) -> str:
-  """One row of tools/results_table.py's table."""
-  columns = [[r.get(k) for r in runs_] for k in ("student/accuracy", "student/accuracy_before_finetune",
-                                                 "teacher/accuracy")]
-  per = ", ".join(f"{100 * r['student/accuracy']:.1f}" for r in runs_)
-  return f"| {method} | {' | '.join(runs.mean_std(c) for c in columns)} | {per} |"
 
 
 def rendered(text: str) -> str:

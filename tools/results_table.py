@@ -39,15 +39,7 @@ def main(argv):
              f"--seeds={','.join(FLAGS.seeds)} --out={FLAGS.out}"
              + "".join(f" --gin_bindings=\"{b}\"" for b in FLAGS.gin_bindings))
   lines = [f"Test accuracy (%) over seeds {', '.join(FLAGS.seeds)}; command: `{command}`", "",
-           "| method | student (mean +- std) | student before finetune | teacher | per seed (student) |",
-           "| --- | --- | --- | --- | --- |"]
-  for method, runs in results.items():
-    student = [r["student/accuracy"] for r in runs]
-    before = [r["student/accuracy_before_finetune"] for r in runs if "student/accuracy_before_finetune" in r]
-    teacher = [r["teacher/accuracy"] for r in runs if "teacher/accuracy" in r]
-    per_seed = ", ".join(f"{100 * v:.1f}" for v in student)
-    cells = " | ".join(run_lib.mean_std(v) for v in (student, before, teacher))
-    lines.append(f"| {method} | {cells} | {per_seed} |")
+           *run_lib.results_table(results)]
   os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
   with open(FLAGS.out, "w") as f:
     f.write("\n".join(lines) + "\n")
