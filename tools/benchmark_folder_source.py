@@ -10,10 +10,9 @@ seconds to build the dataset (the one decode pass that checks every file) and tr
   python tools/benchmark_folder_source.py                # 2.5 GB decoded: over the old in-graph limit
   python tools/benchmark_folder_source.py --quick        # a few MB, seconds: the test suite runs this
 
-With the old in-memory folder source the default size could not be built (its arrays went into the graph);
-now the graph holds the paths only and memory stays far below the decoded size. Measured with the defaults on
-2 shared CPU cores (BENCHMARKS.md): 2.50 GB decoded, a 2.2 MB graph, 0.85 GB peak RSS, 41 s to build (the check
-of every file), 2.9 training batches/s.
+With an in-memory folder source the default size could not be built (its arrays would go into the graph, over
+TensorFlow's 2 GB limit); the streamed source's graph holds the paths only. BENCHMARKS.md quotes the figures of
+`--output studies/benchmarks/folder_source.json` (the JSON records the command).
 """
 import json
 import os
@@ -48,7 +47,8 @@ def define_flags(values: flags.FlagValues = FLAGS):
       (flags.DEFINE_integer, "num_labeled", 1000, "build_dataset.num_labeled (total, equal over the classes)"),
       (flags.DEFINE_integer, "batch_size", 64, "labeled examples a training batch (uda_ratio 1: as many unlabeled)"),
       (flags.DEFINE_integer, "batches", 50, "training batches timed"),
-      (flags.DEFINE_integer, "warmup", 5, "training batches pulled before timing")):
+      (flags.DEFINE_integer, "warmup", 5, "training batches pulled before timing"),
+      (flags.DEFINE_string, "output", None, "also write the JSON (with the command that made it) to this file")):
     define(name, default, help_text, flag_values=values)
 
 
@@ -106,6 +106,13 @@ def run(values: flags.FlagValues = FLAGS) -> dict:
     if not values.dir:
       shutil.rmtree(root, ignore_errors=True)
   print(json.dumps(result), flush=True)
+  if values.output:
+    command = ["python tools/benchmark_folder_source.py"] + [
+        f"--{name}={values[name].value}" for name in ("gigabytes", "side", "image_size", "num_classes", "num_labeled",
+                                                      "batch_size", "batches", "warmup", "quick")
+        if values[name].present]
+    with open(values.output, "w") as f:
+      json.dump({"command": " ".join(command + [f"--output={values.output}"]), **result}, f, indent=1)
   return result
 
 

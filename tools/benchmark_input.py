@@ -32,20 +32,14 @@ the iterator. --warmup_rounds whole rounds are untimed. Per recipe it prints the
 examples/s and images/s (wall clock), CPU s an element (all threads, `time.process_time`: the work done, less
 moved by other jobs than the wall clock) and the last tree / first tree ratio per round: median [min, max].
 
-Examples:
-  python tools/benchmark_input.py --batch_size 32 --uda_ratio 7 --input_steps 30 --mpl_steps 3   # a few minutes
-  git worktree add /tmp/before 26f132f      # the code before issue 25's stateless views; the tables in
-  python tools/benchmark_input.py --input_only --repo /tmp/before --repo . --rounds 6     # BENCHMARKS.md, ~30 min
-  python tools/benchmark_input.py --input_only --repo /tmp/before --repo . --recipes imagenet_10pct --rounds 8 \
-      --block_seconds 30
-The before tree imports keras-cv (in the project's virtualenv). --data_dir keeps the generated files for reuse (a
-dataset already there is not written again, whatever --max_side).
-Measured, default mode (--input_steps 60 --warmup 10, 2 shared CPU cores, CIFAR augmentation on 32x32): before
-issue 25 the pipeline gave 4,130-5,223 images/s with both views and the WRN-28-2 MPL step on the same batch took
-12.9-15.4 s (~130x headroom); with the stateless views, at load 8-9, 4,722 images/s against 19.7 s a step (20.5 s
-fed by the pipeline, +4%): ~190x. The step is never starved. Digits with `cnn_small` is the exception on CPU:
-input and step share the two cores. --input_only, per recipe, before and after: BENCHMARKS.md ("Input
-throughput: stateless augmentation (issue 25)"): 1.3x (ImageNet) to 2.9x (digits) the examples/s.
+Examples (the figures in BENCHMARKS.md come from the JSON these write; each records its command):
+  python tools/benchmark_input.py --input_steps 60 --warmup 10 --output studies/benchmarks/input_step.json
+  python tools/benchmark_input.py --input_only --rounds 3 --output studies/benchmarks/input_recipes.json
+  git worktree add /tmp/before <commit>       # a change's before and after, interleaved block by block
+  python tools/benchmark_input.py --input_only --repo /tmp/before --repo . --rounds 6
+A tree with an older mpl_tf may need what it needed then (keras-cv for trees before the stateless views).
+--data_dir keeps the generated files for reuse (a dataset already there is not written again, whatever
+--max_side).
 """
 import argparse
 import json
@@ -329,6 +323,7 @@ def main(argv=None):
   if args.worker:
     return worker(args.repo[-1], args.warmup, args.block_seconds)
   report = compare(args) if args.input_only else _default_mode(args)
+  report["command"] = "python tools/benchmark_input.py " + " ".join(sys.argv[1:] if argv is None else argv)
   if args.output:
     with open(args.output, "w") as f:
       json.dump(report, f, indent=2)

@@ -16,8 +16,8 @@ included (each phase is finished, so it ends at once): the tool checks it exits 
 With a few hundred generated examples a shuffle buffer holds at most those, so a buffer's share is a lower bound
 for the real datasets; batches are real size unless `--batch_size` / `--uda_ratio` shrink them.
 
-Example (the BENCHMARKS.md table; ~10 min on a busy 2-core CPU):
-  python tools/checkpoint_sizes.py --output /tmp/checkpoint_sizes.json
+Example (the BENCHMARKS.md table; ~10 min on a busy 2-core CPU; the JSON records the command):
+  python tools/checkpoint_sizes.py --output studies/benchmarks/checkpoint_sizes.json
   python tools/checkpoint_sizes.py --recipes=cifar10_4k --batch_size=4 --uda_ratio=2    # the quick version
 """
 import argparse
@@ -141,7 +141,8 @@ def main(argv: Optional[List[str]] = None):
   print(table(results))
   if args.output:
     with open(args.output, "w") as f:
-      json.dump(results, f, indent=1)
+      json.dump({"command": "python tools/checkpoint_sizes.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                 "results": results}, f, indent=1)
 
 
 def recipe_value(recipe: str, key: str) -> str:
