@@ -269,27 +269,39 @@ def compare(args) -> dict:
   report = {"recipes": {}, "trees": {w.label: w.repo for w in workers}, "args": vars(args),
             "load_at_end": os.getloadavg()}
   first, last = workers[0].label, workers[-1].label
-  rows = [f"| recipe | shape | B + U | tree | examples/s | images/s | CPU s / element | {last} / {first}: "
-          "examples/s, CPU s |", "| --- | --- | --- | --- | ---: | ---: | ---: | --- |"]
   for recipe in recipes:
     runs = blocks[recipe]
-    some = runs[first][0]
     figures = {}
     for label, results in runs.items():
+      some = results[0]
       figures[label] = {"examples_per_s": statistics.median(some["examples"] / r["s"] for r in results),
                         "images_per_s": statistics.median(some["images"] / r["s"] for r in results),
                         "cpu_s": statistics.median(r["cpu_s"] for r in results), "blocks": results}
     rate = [b["s"] / a["s"] for b, a in zip(runs[first], runs[last])]  # last / first, in examples/s
     cpu = [a["cpu_s"] / b["cpu_s"] for b, a in zip(runs[first], runs[last])]
     report["recipes"][recipe] = dict(figures, rate_ratio=rate, cpu_ratio=cpu)
-    for label, f in figures.items():
-      ratio = f"{_spread(rate)}; {_spread(cpu)}" if label == last and len(workers) > 1 else ""
-      rows.append(f"| {recipe} | {'x'.join(map(str, some['shape']))} | {some['batch_size']} + "
-                  f"{some['unlabeled_batch_size']} | {label} | {f['examples_per_s']:,.0f} | "
-                  f"{f['images_per_s']:,.0f} | {f['cpu_s']:.3f} | {ratio} |")
-  print("\n".join(rows))
+  print("\n".join(recipes_table(report)))
   print(f"load average at end: {report['load_at_end']}")
   return report
+
+
+def recipes_table(report) -> list:
+  """The --input_only table of a report (also its saved JSON: tools/figures.py renders BENCHMARKS.md's from it):
+  per recipe and tree the medians over rounds; with two or more trees, last / first per round."""
+  labels = list(report["trees"])
+  first, last = labels[0], labels[-1]
+  ratio_header = f" {last} / {first}: examples/s, CPU s |" if len(labels) > 1 else ""
+  rows = [f"| recipe | shape | B + U | tree | examples/s | images/s | CPU s / element |{ratio_header}",
+          "| --- | --- | --- | --- | ---: | ---: | ---: |" + (" --- |" if len(labels) > 1 else "")]
+  for recipe, figures in report["recipes"].items():
+    some = figures[first]["blocks"][0]
+    for label in labels:
+      f = figures[label]
+      ratio = f" {_spread(figures['rate_ratio'])}; {_spread(figures['cpu_ratio'])} |" if label == last else " |"
+      rows.append(f"| {recipe} | {'x'.join(map(str, some['shape']))} | {some['batch_size']} + "
+                  f"{some['unlabeled_batch_size']} | {label} | {f['examples_per_s']:,.0f} | "
+                  f"{f['images_per_s']:,.0f} | {f['cpu_s']:.3f} |" + (ratio if len(labels) > 1 else ""))
+  return rows
 
 
 def main(argv=None):

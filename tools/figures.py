@@ -28,6 +28,8 @@ validation accuracy (studies/ablations/ablations.py, `scores`).
   compare_parts JSON              its table of each part against its own control, paired by seed
                                   (`compare.parts_rows`)
   results_table JSON              the table of a `tools/results_table.py` report (`runs.results_table`)
+  value, ratio, range, step_table, checkpoint_table, input_table: a benchmark's figures and tables
+                                  (tools/figure_values.py says how they are named)
 A JSON's runs are `results[ARM]`: a list of metrics.json dicts (mpl-compare, results_table, ablations) or a dict
 of per-seed lists (studies/two_moons/two_moons.py). Files that cannot hold a marker (gin headers, the training
 command's end-of-run quote in mpl_tf/train.py) are listed in `QUOTES`: each spec's rendering must appear in the
@@ -43,7 +45,9 @@ from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 from mpl_tf import compare, runs  # pylint: disable=wrong-import-position
+import figure_values  # pylint: disable=wrong-import-position  (tools/, next to this file)
 
 MARKER = re.compile(r"<!--fig (?P<spec>[^>]*?)-->(?P<text>.*?)<!--/fig-->", re.S)
 DOCUMENTS = ("README.md", "RESULTS.md", "BENCHMARKS.md", "studies/README.md")
@@ -131,6 +135,8 @@ def render(spec: str) -> str:
   """The text of the figure `spec` names (module doc)."""
   kind, path, *args = spec.split()
   data = load(path)
+  if kind in figure_values.KINDS:
+    return figure_values.render(kind, data, args)
   results = data.get("results", data)
   if kind == "mean":
     return runs.mean_std(per_seed(results, *args))
