@@ -132,8 +132,8 @@ def train_phases(phases: List[Phase], data, *, method: str, seed: int, workdir: 
 
 
 def default_jit_compile() -> bool:
-  """XLA for the train steps, by device type, as measured: off on CPUs, where tools/benchmark_step.py measured
-  XLA 1.45-1.71x slower (BENCHMARKS.md). Off on GPUs too until the accelerator benchmark
+  """XLA for the train steps, by device type, as measured: off on CPUs, where tools/benchmark_step.py measures
+  XLA slower than TensorFlow's own kernels (BENCHMARKS.md, "XLA on this CPU"). Off on GPUs too until the accelerator benchmark
   (tools/benchmark_accelerator.py) has measured it; on for TPUs, where TensorFlow compiles with XLA anyway."""
   return bool(tf.config.list_logical_devices("TPU"))
 

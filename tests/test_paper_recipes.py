@@ -27,8 +27,8 @@ from tests.conftest import ROOT, assert_identical_runs, train, train_killed_at
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import checkpoint_sizes  # pylint: disable=wrong-import-position
 
-# Positions only: counters, file offsets, TFDS's file order and the RNG states of the samplers. Before symbolic
-# checkpointing and position-only shuffles the same runs held 2-9 MB here (BENCHMARKS.md, "Checkpoint sizes").
+# Positions only: counters, file offsets, TFDS's file order and the RNG states of the samplers: a few kB
+# (BENCHMARKS.md, "Checkpoint sizes"); a shuffle buffer or a saved prefetch would hold megabytes here.
 ITERATOR_BYTES = 100_000
 
 

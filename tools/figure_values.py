@@ -3,14 +3,17 @@
 A benchmark writes one JSON of its own shape (`tools/benchmark_step.py`, `checkpoint_sizes.py`,
 `benchmark_input.py`, `benchmark_folder_source.py`), so BENCHMARKS.md names a figure by where it sits in that
 JSON, or asks for the tool's own table:
+  command JSON                      the command that wrote the JSON, as code
   value JSON PATH [FORMAT]          the value at PATH, formatted with FORMAT (a Python format spec, default '.2f')
   ratio JSON PATH PATH [FORMAT]     the first value over the second
   range JSON FORMAT PATH PATH...    the smallest and the largest of the values, 'low-high' (the same when equal)
   step_table JSON                   the tables of a benchmark_step run (`step_tables.render`)
   checkpoint_table JSON             the table of a checkpoint_sizes run (`checkpoint_sizes.table`)
   input_table JSON                  the --input_only table of a benchmark_input run (`benchmark_input.recipes_table`)
-PATH is the keys from the top, joined by '.'; a list takes an index. A benchmark_step JSON first gets the figures
-its tables derive (`step_tables.render` adds `mpl/<variant>`'s ratios under `mpl`), so a ratio quoted in the
+PATH is the keys from the top, joined by '.'; a list takes an index; '%20' stands for a space in a key (a spec is
+split at spaces: `cases.mpl/hard%20jit.allocator_mib`). A benchmark_step JSON first gets the figures
+its tables derive (`step_tables.render` adds each case's median seconds under `medians` and `mpl/<variant>`'s
+ratios under `mpl`), so a ratio quoted in the
 text is the one in the table: `value studies/benchmarks/step.json mpl.mpl/hard.ratio_to_parts.cpu`.
 """
 import os
@@ -20,7 +23,7 @@ from typing import List
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_tables  # pylint: disable=wrong-import-position  (tools/, next to this file)
 
-KINDS = ("value", "ratio", "range", "step_table", "checkpoint_table", "input_table")
+KINDS = ("command", "value", "ratio", "range", "step_table", "checkpoint_table", "input_table")
 
 
 def with_derived(data):
@@ -33,7 +36,7 @@ def with_derived(data):
 def at(data, path: str):
   """The value at dotted `path` in `data`; a KeyError that names the first missing key."""
   value = data
-  for key in path.split("."):
+  for key in (part.replace("%20", " ") for part in path.split(".")):
     if isinstance(value, list):
       value = value[int(key)]
     elif isinstance(value, dict) and key in value:
@@ -47,6 +50,8 @@ def at(data, path: str):
 def render(kind: str, data, args: List[str]) -> str:
   """The text of a figure of one of `KINDS` from the loaded JSON `data`."""
   data = with_derived(data)
+  if kind == "command":
+    return f"`{data['command']}`"
   if kind == "value":
     path, *fmt = args
     return format(at(data, path), fmt[0] if fmt else ".2f")

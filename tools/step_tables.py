@@ -29,7 +29,8 @@ def case_name(name: str, jit: bool) -> str:
 
 
 def render(report) -> str:
-  """The tables of a run (also from its saved JSON: `--from_json`); adds the derived figures to `report`.
+  """The tables of a run (also from its saved JSON: `--from_json`); adds the derived figures to `report`: each
+  case's median wall, median CPU and best seconds under `medians`, each MPL variant's ratios under `mpl`.
 
   Per case: median wall, median CPU and best (minimum) wall seconds. Ratios: MPL / sum of its parts and MPL /
   supervised, each within one kind of time: medians of wall, medians of CPU, and minima of wall (the least
@@ -39,6 +40,7 @@ def render(report) -> str:
   med = {k: statistics.median(v["all_s"]) for k, v in cases.items()}
   cpu = {k: statistics.median(v["all_cpu_s"]) for k, v in cases.items()}
   best = {k: min(v["all_s"]) for k, v in cases.items()}
+  report["medians"] = {k: {"wall": med[k], "cpu": cpu[k], "best": best[k]} for k in cases}
   report["mpl"] = {}
   views = [v for v in ("allocator", "rss") if all(f"{v}_mib" in case for case in cases.values())]
   if not views:  # a JSON written before both views existed: its single peak_mib

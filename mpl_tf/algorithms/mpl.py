@@ -117,8 +117,8 @@ class MetaPseudoLabelsModel(SemiSupervisedModel):
     teacher_activations: 'keep' (default: the teacher's activations from its one forward pass stay in memory
       through the student's step, until the teacher's backward pass, which needs h) or 'recompute' (the teacher
       runs forward once without a tape for the pseudo labels and again after the student's step for its
-      backward pass: the same run, the step's peak memory about a supervised step's instead of about 1.45x, for
-      one more teacher forward pass; any label mode; `mpl_tf.algorithms.recompute`, BENCHMARKS.md "Memory of a
+      backward pass: the same run, the step's peak memory the larger of the two networks' passes instead of
+      their sum, for one more teacher forward pass; any label mode; `mpl_tf.algorithms.recompute`, BENCHMARKS.md "Memory of a
       step"). Its teacher's dropout layers draw from a seeded tf.random.Generator (restorable) instead of
       TensorFlow's legacy random ops.
     label_temperature: tau > 0; the pseudo labels (sampled, argmax or soft) come from softmax(T(x_u) / tau) and

@@ -108,8 +108,8 @@ class LeakyReLU(keras.layers.LeakyReLU):
 
   Why: in every batch norm -> leaky ReLU -> convolution unit (the WRN, the CNN), Keras' layer makes the backward
   pass keep three activation tensors: the batch norm's input (its own gradient needs it), the leaky ReLU's input
-  and its output (the convolution's input). This layer drops the middle one: a third less activation memory in
-  every training step of those networks, for the same values (BENCHMARKS.md, "Memory of a step").
+  and its output (the convolution's input). This layer drops the middle one: two tensors a unit instead of
+  three in every training step of those networks, for the same values (BENCHMARKS.md, "Memory of a step").
   """
 
   def call(self, inputs):

@@ -71,13 +71,15 @@ def test_benchmark_figures_are_read_from_where_the_json_holds_them():
   """value / ratio / range name a figure by its path in a benchmark's JSON; a wrong path names the missing key."""
   import figure_values  # pylint: disable=import-outside-toplevel
   data = {"command": "python tools/x.py", "results": [{"phases": {"mpl": {"total": 1170000, "iterator": 8400}}}],
-          "cases": {"a": {"mib": 946.4}, "b": {"mib": 1387.0}}}
+          "cases": {"a": {"mib": 946.4}, "b": {"mib": 1387.0}, "a jit": {"mib": 1.5}}}
   assert figure_values.render("value", data, ["results.0.phases.mpl.total", ",.0f"]) == "1,170,000"
+  assert figure_values.render("command", data, []) == "`python tools/x.py`"
   assert figure_values.render("value", data, ["cases.a.mib"]) == "946.40"
+  assert figure_values.render("value", data, ["cases.a%20jit.mib", ".1f"]) == "1.5"
   assert figure_values.render("ratio", data, ["cases.a.mib", "cases.b.mib"]) == "0.68"  # 946.4 / 1387 = 0.682
   assert figure_values.render("range", data, [".0f", "cases.a.mib", "cases.b.mib"]) == "946-1387"
   assert figure_values.render("range", data, [".0f", "cases.a.mib", "cases.a.mib"]) == "946"
-  with pytest.raises(KeyError, match="no 'c' \\(there: a, b\\)"):
+  with pytest.raises(KeyError, match="no 'c' \\(there: a, b, a jit\\)"):
     figure_values.render("value", data, ["cases.c.mib"])
 
 
@@ -94,6 +96,7 @@ def test_a_step_benchmarks_quoted_ratio_is_the_one_its_table_shows():
   # hard without UDA: teacher_sup + 3 student_eval_l + student_train_u = 1.2 + 0.15 + 1.0 = 2.35 CPU s
   assert figure_values.render("value", report, ["mpl.mpl/hard.ratio_to_parts.cpu"]) == "1.02"  # 2.4 / 2.35
   assert figure_values.render("value", report, ["mpl.mpl/hard.ratio_to_supervised.cpu"]) == "1.20"  # 2.4 / 2.0
+  assert figure_values.render("value", report, ["medians.supervised.wall"]) == "2.00"  # median of 2.0, 3.0, 2.0
   table = figure_values.render("step_table", report, [])  # memory / supervised: 980 / 950, 1080 / 1050
   assert "| mpl/hard | 2.40 | 100 | 2.40 | 2.40 | 1.02, 1.02, 1.02 | 1.20, 1.20, 1.20 | 980, 1080 | 1.03, 1.03 |" \
       in table
