@@ -36,6 +36,9 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from mpl_tf import layout  # pylint: disable=wrong-import-position
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dtensor_tables  # pylint: disable=wrong-import-position  (tools/, next to this file)
+
 MESHES = ("single", "1x1", "2x1", "1x2", "4x1", "2x2", "1x4")
 
 
@@ -98,14 +101,6 @@ def step_times(args):
                  "step_ms": round(1000 * statistics.median(times), 1),
                  "min_ms": round(1000 * min(times), 1)})
     print(json.dumps(rows[-1]), flush=True)
-  single = next((r["step_ms"] for r in rows if r["mesh"] == "single"), None)
-  print(f"\nMPL step, {args.model} {shape}, {args.batch} labeled + 2 x {u} unlabeled, float32 "
-        f"({os.cpu_count()} CPU cores shared by all virtual devices)")
-  print("| mesh (batch x model) | devices | first call (trace) s | step ms (median) | vs single |")
-  print("| --- | --- | --- | --- | --- |")
-  for r in rows:
-    ratio = f"{r['step_ms'] / single:.2f}x" if single else "-"
-    print(f"| {r['mesh']} | {r['devices']} | {r['trace_s']} | {r['step_ms']} | {ratio} |")
   return rows
 
 
@@ -146,14 +141,6 @@ def memory(args):
                              "--devices", str(args.devices)], capture_output=True, text=True, check=True)
       rows.append(json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1]))
       print(json.dumps(rows[-1]), flush=True)
-  print("\nPer-device memory of MPL state (MiB, float32), from the DVariables' local shards")
-  print("| model | model shards | teacher | student | EMA student | optimizer slots | total | vs 1 shard | "
-        "RSS / layouts |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-  for r in rows:
-    base = next(x["total"] for x in rows if x["model"] == r["model"] and x["model_shards"] == 1)
-    print(f"| {r['model']} | {r['model_shards']} | {r['teacher']:.1f} | {r['student']:.1f} | {r['ema']:.1f} | "
-          f"{r['optimizers']:.1f} | {r['total']:.1f} | {r['total'] / base:.2f} | {r['rss_vs_layouts']:.2f} |")
   return rows
 
 
@@ -179,10 +166,12 @@ def main():
     name, shards = args.memory_case.split(":")
     print(json.dumps(memory_case(name, int(shards))))
     return
-  rows = memory(args) if args.memory else step_times(args)
+  report = {"command": "python tools/benchmark_dtensor.py " + " ".join(sys.argv[1:]), "args": vars(args),
+            "cpus": len(os.sched_getaffinity(0)), "rows": memory(args) if args.memory else step_times(args)}
+  print("\n" + "\n".join(dtensor_tables.memory_table(report) if args.memory else dtensor_tables.step_table(report)))
   if args.output:
     with open(args.output, "w") as f:
-      json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+      json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ JSON, or asks for the tool's own table:
   step_table JSON                   the tables of a benchmark_step run (`step_tables.render`)
   checkpoint_table JSON             the table of a checkpoint_sizes run (`checkpoint_sizes.table`)
   input_table JSON                  the --input_only table of a benchmark_input run (`benchmark_input.recipes_table`)
+  dtensor_step_table JSON           a benchmark_dtensor run's step times (`dtensor_tables.step_table`)
+  dtensor_memory_table JSON         a benchmark_dtensor --memory run's per-device bytes (`dtensor_tables.memory_table`)
 PATH is the keys from the top, joined by '.'; a list takes an index; '%20' stands for a space in a key (a spec is
-split at spaces: `cases.mpl/hard%20jit.allocator_mib`). A benchmark_step JSON first gets the figures
-its tables derive (`step_tables.render` adds each case's median seconds under `medians` and `mpl/<variant>`'s
-ratios under `mpl`), so a ratio quoted in the
-text is the one in the table: `value studies/benchmarks/step.json mpl.mpl/hard.ratio_to_parts.cpu`.
+split at spaces: `cases.mpl/hard%20jit.allocator_mib`). A benchmark_step JSON first gets the figures its tables
+derive (`step_tables.render` adds each case's median seconds under `medians` and each variant's ratios under
+`mpl`), so a ratio quoted in the text is the table's: `value studies/benchmarks/step.json
+mpl.mpl/hard.ratio_to_parts.cpu`.
 """
 import os
 import sys
@@ -23,12 +25,13 @@ from typing import List
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_tables  # pylint: disable=wrong-import-position  (tools/, next to this file)
 
-KINDS = ("command", "value", "ratio", "range", "step_table", "checkpoint_table", "input_table")
+KINDS = ("command", "value", "ratio", "range", "step_table", "checkpoint_table", "input_table", "dtensor_step_table",
+         "dtensor_memory_table")
 
 
 def with_derived(data):
   """`data` with what its tool's tables derive from it (a benchmark_step run: the ratios under `mpl`)."""
-  if isinstance(data, dict) and "cases" in data and "images_per_step" in data and "mpl" not in data:
+  if isinstance(data, dict) and "cases" in data and "images_per_step" in data and "medians" not in data:
     step_tables.render(data)
   return data
 
@@ -70,4 +73,8 @@ def render(kind: str, data, args: List[str]) -> str:
   if kind == "input_table":
     import benchmark_input  # pylint: disable=import-outside-toplevel
     return "\n" + "\n".join(benchmark_input.recipes_table(data)) + "\n"
+  if kind in ("dtensor_step_table", "dtensor_memory_table"):
+    import dtensor_tables  # pylint: disable=import-outside-toplevel
+    table = dtensor_tables.step_table if kind == "dtensor_step_table" else dtensor_tables.memory_table
+    return "\n" + "\n".join(table(data)) + "\n"
   raise ValueError(f"unknown figure kind {kind!r}")
