@@ -196,3 +196,20 @@ def test_a_recorded_command_line_reads_back_as_typed_and_a_gin_string_binding_ke
   assert shlex.split(line) == args
   assert line.startswith("python -m mpl_tf.compare --gin_bindings=\"build_dataset.path = 'my data/x.npz'\" ")
   assert "$HOME" in line and line.endswith(" --seeds=0,1")  # a `$` keeps shlex's single quotes
+
+
+def test_the_end_of_run_summary_quotes_the_figures_of_the_runs_method():
+  """A Reduced MPL run on digits is told Reduced MPL's figures, an MPL run MPL's and its feedback's; UDA gets the
+  recipe's table line only."""
+  program = ("from mpl_tf import train\n"
+             "for method in ('mpl', 'reduced_mpl', 'uda', 'pseudo_labels'):\n"
+             "  print(method, '|', train.summary({'method': method, 'split': 'digits.seed0', 'step': 6,"
+             " 'student/accuracy': 0.5}, 'w', False).replace('\\n', ' / '))")
+  proc = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = dict(line.split(" | ", 1) for line in proc.stdout.strip().splitlines())
+  assert "MPL 95.47" in lines["mpl"] and "feedback (this recipe's" in lines["mpl"] and "Reduced" not in lines["mpl"]
+  assert "Reduced MPL 95.93" in lines["reduced_mpl"] and "MPL 95.47" not in lines["reduced_mpl"]
+  assert "UDA 96.00" in lines["uda"] and "feedback" not in lines["uda"]
+  assert "our docs quote" not in lines["pseudo_labels"]

@@ -65,7 +65,8 @@ QUOTES = {
     "mpl_tf/train.py": [f"mean {DIGITS} supervised student/accuracy", f"mean {DIGITS} uda student/accuracy",
                         f"mean {DIGITS} mpl student/accuracy", f"paired {COSINE} mpl_uda_cos_w0.1 mpl_uda_h0 selected",
                         f"better {COSINE} mpl_uda_cos_w0.1 mpl_uda_h0 selected", f"avg {TWO_MOONS} mpl_le_mean student 1",
-                        f"avg {TWO_MOONS} mpl_off student 1"],
+                        f"avg {TWO_MOONS} mpl_off student 1", f"mean {REDUCED} reduced_mpl student/accuracy",
+                        f"mean {REDUCED_OFF} reduced_mpl student/accuracy"],
     # The end-of-run summary shown in a code block, where a marker would show.
     "README.md": [f"seed {DIGITS} mpl student/accuracy 0", f"seed {DIGITS} mpl student/top5_accuracy 0",
                   f"seed {DIGITS} mpl teacher/accuracy 0", f"mean {DIGITS} supervised student/accuracy",
@@ -194,15 +195,36 @@ def problems(root: str = ROOT) -> List[str]:
   return out
 
 
+def _rendering(spec: str):
+  """(the rendering of `spec`, None) or (None, why it has none: a missing JSON, a key it lacks)."""
+  try:
+    return render(spec), None
+  except (OSError, KeyError, ValueError, IndexError) as error:
+    return None, f"{type(error).__name__}: {error}"
+
+
 def marked_problems(name: str, text: str) -> List[str]:
-  """The marked figures of document `name` that are not their rendering."""
-  return [f"{name}: '{m['spec']}' reads {m['text']!r}, its JSON gives {render(m['spec'])!r}"
-          for m in MARKER.finditer(text) if m["text"] != render(m["spec"])]
+  """The marked figures of document `name` that are not their rendering, or have none."""
+  out = []
+  for m in MARKER.finditer(text):
+    value, error = _rendering(m["spec"])
+    if error:
+      out.append(f"{name}: '{m['spec']}' cannot be rendered ({error})")
+    elif m["text"] != value:
+      out.append(f"{name}: '{m['spec']}' reads {m['text']!r}, its JSON gives {value!r}")
+  return out
 
 
 def quoted_problems(name: str, text: str, specs) -> List[str]:
-  """The figures of `specs` whose rendering does not appear in `text`."""
-  return [f"{name}: '{spec}' gives {render(spec)!r}, not in the file" for spec in specs if render(spec) not in text]
+  """The figures of `specs` whose rendering does not appear in `text`, or that have none."""
+  out = []
+  for spec in specs:
+    value, error = _rendering(spec)
+    if error:
+      out.append(f"{name}: '{spec}' cannot be rendered ({error})")
+    elif value not in text:
+      out.append(f"{name}: '{spec}' gives {value!r}, not in the file")
+  return out
 
 
 def uncommanded(root: str = ROOT) -> List[str]:

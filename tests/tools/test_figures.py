@@ -4,6 +4,7 @@ regenerates it (tools/figures.py). The checker itself is run on made-up document
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -31,9 +32,17 @@ def test_the_training_commands_quotes_name_documents_that_exist():
               and any(getattr(t, "id", None) == "QUOTED_FIGURES" for t in node.targets)]
   quoted = ast.literal_eval(value)
   assert set(quoted) == {"digits", "two_moons"}
-  for pairs in quoted.values():
-    for _, where in pairs:
+  folder = os.path.join(ROOT, "mpl_tf", "algorithms")
+  methods = set()
+  for name in os.listdir(folder):
+    if name.endswith(".py"):
+      with open(os.path.join(folder, name)) as f:
+        methods |= set(re.findall(r'Method\("(\w+)"', f.read()))
+  assert {"mpl", "uda", "supervised", "reduced_mpl"} <= methods
+  for triples in quoted.values():
+    for _, where, for_methods in triples:
       assert os.path.isfile(os.path.join(ROOT, where)), where
+      assert set(for_methods) <= methods, for_methods  # each names a method that exists
 
 
 def test_a_figure_that_disagrees_with_its_json_is_named():
@@ -48,6 +57,14 @@ def test_a_figure_that_disagrees_with_its_json_is_named():
   assert figures.rendered(bad) == good
   assert figures.quoted_problems("x.gin", "# Expected: 54.93 +- 1.53", [spec]) == []
   assert len(figures.quoted_problems("x.gin", "# Expected: 54.9", [spec])) == 1
+
+
+def test_a_figure_whose_json_is_missing_is_named_not_a_crash():
+  text = "<!--fig value studies/none/missing.json a.b-->1<!--/fig--> <!--fig value " + SHAPES + " no.such-->1<!--/fig-->"
+  found = figures.marked_problems("doc.md", text)
+  assert len(found) == 2
+  assert found[0].startswith("doc.md: 'value studies/none/missing.json a.b' cannot be rendered (FileNotFoundError")
+  assert "cannot be rendered (KeyError" in found[1] and "no 'no'" in found[1]
 
 
 def test_paired_figures_follow_the_reports_rule():
