@@ -313,3 +313,9 @@ def main(argv=None):
 
 if __name__ == "__main__":
   main()
+  # Leave without the interpreter's teardown: after a run of many cases, freeing the traced graphs' protobuf
+  # messages (upb arenas, each freed with a malloc_trim over the whole heap) took 10-20 minutes once the JSON was
+  # written. Everything is written and flushed by now.
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)  # pylint: disable=protected-access

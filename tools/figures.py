@@ -50,7 +50,7 @@ from mpl_tf import compare, runs  # pylint: disable=wrong-import-position
 import figure_values  # pylint: disable=wrong-import-position  (tools/, next to this file)
 
 MARKER = re.compile(r"<!--fig (?P<spec>[^>]*?)-->(?P<text>.*?)<!--/fig-->", re.S)
-DOCUMENTS = ("README.md", "RESULTS.md", "BENCHMARKS.md", "studies/README.md")
+DOCUMENTS = ("README.md", "RESULTS.md", "BENCHMARKS.md", "docs/usage.md", "docs/dtensor.md", "studies/README.md")
 DIGITS = "studies/digits_results/digits_results.json"
 COSINE = "studies/attribution/feedback_cosine.json"
 DIGITS_NPZ = "studies/attribution/own_data_digits_npz.json"
