@@ -176,17 +176,28 @@ def test_the_install_drops_only_pips_notices_about_a_local_indexs_missing_projec
   assert failed.returncode != 0 and "no such option" in failed.stderr  # pip's errors and status pass through
 
 
-def test_the_printed_follow_up_commands_are_quoted_for_a_shell():
-  """Issue 27, item 9: a work directory with a space in it broke the printed commands on copy-paste."""
+def test_the_end_of_run_summary_quotes_the_runs_methods_figures_and_commands_a_shell_reads():
+  """The printed follow-up commands are quoted for a shell (a work directory with a space in it broke them on
+  copy-paste), and each method is told its own figures: a Reduced MPL run on digits Reduced MPL's, an MPL run
+  MPL's and its feedback's, UDA the recipe's table line only. One subprocess: importing the entry point defines
+  its flags, and loads TensorFlow once."""
   program = ("from mpl_tf import train\n"
              "print(train.summary({'method': 'mpl', 'split': 'digits.seed0', 'step': 6, 'student/accuracy': 0.5}, "
-             "'my runs/a', True))")
+             "'my runs/a', True))\n"
+             "for method in ('mpl', 'reduced_mpl', 'uda', 'pseudo_labels'):\n"
+             "  print(method, '|', train.summary({'method': method, 'split': 'digits.seed0', 'step': 6,"
+             " 'student/accuracy': 0.5}, 'w', False).replace('\\n', ' / '))")
   proc = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=300,
                         check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "  evaluate: mpl-evaluate --workdir='my runs/a'   (or python -m mpl_tf.evaluate)" in proc.stdout
   assert "  predict:  mpl-predict --export_dir='my runs/a/export/student' IMAGES_OR_FOLDERS" in proc.stdout
   assert "curves: tensorboard --logdir 'my runs/a/summaries'" in proc.stdout
+  lines = dict(line.split(" | ", 1) for line in proc.stdout.strip().splitlines() if " | " in line)
+  assert "MPL 95.47" in lines["mpl"] and "feedback (this recipe's" in lines["mpl"] and "Reduced" not in lines["mpl"]
+  assert "Reduced MPL 95.93" in lines["reduced_mpl"] and "MPL 95.47" not in lines["reduced_mpl"]
+  assert "UDA 96.00" in lines["uda"] and "feedback" not in lines["uda"]
+  assert "our docs quote" not in lines["pseudo_labels"]
 
 
 def test_a_recorded_command_line_reads_back_as_typed_and_a_gin_string_binding_keeps_its_double_quotes():
@@ -197,19 +208,3 @@ def test_a_recorded_command_line_reads_back_as_typed_and_a_gin_string_binding_ke
   assert line.startswith("python -m mpl_tf.compare --gin_bindings=\"build_dataset.path = 'my data/x.npz'\" ")
   assert "$HOME" in line and line.endswith(" --seeds=0,1")  # a `$` keeps shlex's single quotes
 
-
-def test_the_end_of_run_summary_quotes_the_figures_of_the_runs_method():
-  """A Reduced MPL run on digits is told Reduced MPL's figures, an MPL run MPL's and its feedback's; UDA gets the
-  recipe's table line only."""
-  program = ("from mpl_tf import train\n"
-             "for method in ('mpl', 'reduced_mpl', 'uda', 'pseudo_labels'):\n"
-             "  print(method, '|', train.summary({'method': method, 'split': 'digits.seed0', 'step': 6,"
-             " 'student/accuracy': 0.5}, 'w', False).replace('\\n', ' / '))")
-  proc = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        check=False)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  lines = dict(line.split(" | ", 1) for line in proc.stdout.strip().splitlines())
-  assert "MPL 95.47" in lines["mpl"] and "feedback (this recipe's" in lines["mpl"] and "Reduced" not in lines["mpl"]
-  assert "Reduced MPL 95.93" in lines["reduced_mpl"] and "MPL 95.47" not in lines["reduced_mpl"]
-  assert "UDA 96.00" in lines["uda"] and "feedback" not in lines["uda"]
-  assert "our docs quote" not in lines["pseudo_labels"]

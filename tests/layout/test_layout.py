@@ -1,7 +1,7 @@
 """mpl_tf.layout: MPL on DTensor meshes of virtual CPU devices gives the single-device run, layouts as planned.
 
 The mesh checks need virtual CPU devices configured before TensorFlow starts, so they run in one fresh process
-(`tests/layout/dtensor_checks.py`, about 40 s of CPU) and each is reported here as its own test. The command-line test
+(`tests/layout/dtensor_checks.py`, about 100 s of CPU) and each is reported here as its own test. The command-line test
 trains the TwoMoon smoke run on a 2 x 2 mesh picked by gin.
 """
 import json
@@ -26,9 +26,15 @@ import dtensor_checks  # pylint: disable=wrong-import-position
 
 @pytest.fixture(scope="module")
 def mesh_checks():
-  """Runs every check of tests/layout/dtensor_checks.py in one process with 4 virtual CPU devices."""
+  """Runs every check of tests/layout/dtensor_checks.py in one process with 4 virtual CPU devices.
+
+  One intra-op thread: the four virtual devices' thread pools share the machine's cores, and beside another busy
+  process they slowed each other down badly (on 2 cores with one core busy: 13.4 min with TensorFlow's default
+  pools, 5.3 min with one thread each; 1.5 min either way on an idle machine). The checks compare a mesh run
+  with a single-device run in the same process, so the thread count changes what both compute alike."""
+  env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="2")
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "layout", "dtensor_checks.py"), "--devices", "4"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+                        cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env, check=False)
   lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
   assert proc.returncode == 0 and lines, f"dtensor_checks.py failed:\n{proc.stderr[-5000:]}"
   return json.loads(lines[-1])
